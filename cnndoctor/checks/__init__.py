@@ -1,0 +1,149 @@
+"""Checks: evidence in, findings out.
+
+One module per kind of problem. Each module registers its check with ``@register``; the check is a
+plain function that reads ``Evidence`` and returns a list of ``Finding``, ``Passed`` and
+``Skipped`` entries. Checks never train, load or modify anything: probes gather, checks judge.
+
+Adding a check: write ``cnndoctor/checks/<name>.py`` with one ``@register``-ed function, add the
+module name to ``MODULES`` below, and add its test.
+"""
+from __future__ import annotations
+
+import importlib
+import traceback
+from dataclasses import dataclass
+from typing import Callable
+
+from ..evidence import Evidence
+from ..report import Finding, Fix, Passed, Skipped
+
+# Module names under cnndoctor.checks, in the order their checks run.
+MODULES = [
+    # area "model"
+    "activation_before_softmax",
+    "missing_nonlinearity",
+    "softmax_loss",  # double-softmax, missing-softmax, output-activation-mismatch
+    "output_size",
+    "oversized_layer",
+    "excessive_dropout",
+    # area "data"
+    "invalid_values",
+    "channel_layout",
+    "unnormalized_input",
+    "class_imbalance",
+    "labels_uninformative",
+    "duplicate_leakage",
+    "spurious_correlation",
+]
+# Modules added by later capabilities register themselves if present (training, evaluation,
+# robustness); a missing one is simply not run.
+OPTIONAL_MODULES = ["training", "evaluation", "robustness"]
+
+
+@dataclass
+class Check:
+    code: str  # the finding code it produces ("fragile-to-*" for a family)
+    area: str
+    fn: Callable[[Evidence], list]
+    needs: tuple[str, ...]  # "train", "val", "labels", "evaluation", "reference", "probe:<name>"
+
+
+REGISTRY: list[Check] = []
+
+_NEED_REASONS = {
+    "train": "no training data was given",
+    "val": "no validation data was given",
+    "labels": "the training data has no labels",
+    "evaluation": "no inputs fed at evaluation or prediction were captured",
+    "reference": "no reference (real-world) samples were given",
+    "loss": "the loss is not known (pass loss=... or compile the model)",
+}
+
+
+def register(code: str, area: str, needs: tuple[str, ...] = ()):
+    """Register a check function producing findings with ``code`` in ``area``."""
+
+    def wrap(fn):
+        REGISTRY.append(Check(code=code, area=area, fn=fn, needs=tuple(needs)))
+        return fn
+
+    return wrap
+
+
+def _missing(ev: Evidence, need: str) -> str | None:
+    """The reason a need is not met, or None when it is."""
+    if need == "train":
+        return None if ev.train is not None else _NEED_REASONS[need]
+    if need == "val":
+        return None if ev.val is not None else _NEED_REASONS[need]
+    if need == "labels":
+        ok = ev.train is not None and ev.train.labels is not None
+        return None if ok else _NEED_REASONS[need]
+    if need == "evaluation":
+        return None if ev.evaluation else _NEED_REASONS[need]
+    if need == "reference":
+        return None if ev.reference is not None else _NEED_REASONS[need]
+    if need == "loss":
+        return None if ev.graph.loss is not None else _NEED_REASONS[need]
+    if need.startswith("probe:"):
+        name = need.split(":", 1)[1]
+        result = ev.probes.get(name)
+        if result is None:
+            return f"the {name.replace('_', ' ')} probe did not run at budget '{ev.budget}'"
+        if isinstance(result, dict) and result.get("skipped"):
+            return str(result["skipped"])
+        return None
+    raise ValueError(f"unknown need {need!r}")
+
+
+def load_all() -> list[Check]:
+    """Import every check module once so that they register; returns the registry."""
+    if not getattr(load_all, "_done", False):
+        for name in MODULES:
+            importlib.import_module(f"{__name__}.{name}")
+        for name in OPTIONAL_MODULES:
+            try:
+                importlib.import_module(f"{__name__}.{name}")
+            except ModuleNotFoundError as exc:
+                if exc.name != f"{__name__}.{name}":
+                    raise
+        load_all._done = True
+    return REGISTRY
+
+
+def run_checks(ev: Evidence) -> tuple[list[Finding], list[Passed], list[Skipped]]:
+    """Run every registered check whose needs are met."""
+    findings: list[Finding] = []
+    passed: list[Passed] = []
+    skipped: list[Skipped] = []
+    for check in load_all():
+        reason = next((r for r in (_missing(ev, n) for n in check.needs) if r), None)
+        if reason:
+            skipped.append(Skipped(check.code, reason))
+            continue
+        try:
+            results = check.fn(ev)
+        except Exception as exc:  # a bug in one check must not hide the others' findings
+            skipped.append(Skipped(check.code, f"the check failed: {type(exc).__name__}: {exc}"))
+            ev.figures.setdefault("check_errors", []).append(
+                {"check": check.code, "traceback": traceback.format_exc(limit=5)})
+            continue
+        for item in results:
+            if isinstance(item, Finding):
+                findings.append(item)
+            elif isinstance(item, Passed):
+                passed.append(item)
+            elif isinstance(item, Skipped):
+                skipped.append(item)
+            else:  # pragma: no cover - programming error in a check
+                raise TypeError(f"check {check.code} returned {type(item).__name__}")
+    return findings, passed, skipped
+
+
+def snippet(ev: Evidence, keras: str, torch: str) -> str:
+    """The fix code for the user's framework."""
+    return keras if ev.framework == "keras" else torch
+
+
+__all__ = ["register", "run_checks", "load_all", "snippet", "Finding", "Fix", "Passed",
+           "Skipped", "Evidence", "REGISTRY"]

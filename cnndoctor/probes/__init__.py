@@ -1,0 +1,86 @@
+"""Probes: gather evidence, never judge.
+
+A probe is a function ``probe(ev: Evidence, ctx: ProbeContext) -> None`` that stores its result in
+``ev.probes[name]`` (a dict; ``{"skipped": "reason"}`` when it cannot run) and may add figures to
+``ev.figures``. Probes that train do so on copies of the user's model. Each probe is registered
+with the budgets it runs at; ``run_probes`` runs those that fit the chosen budget, in order.
+"""
+from __future__ import annotations
+
+import importlib
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..evidence import Evidence
+
+BUDGETS = ("quick", "standard", "thorough")
+
+# Probe modules under cnndoctor.probes, in the order they run. Data statistics first; modules
+# that a later capability adds are imported when present.
+MODULES = ["datastats"]
+OPTIONAL_MODULES = ["training", "evaluation", "robustness"]
+
+
+@dataclass
+class ProbeContext:
+    budget: str = "standard"
+    seed: int = 0
+    progress: Callable[[str], None] | None = None  # called with a short line of what runs now
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def say(self, text: str) -> None:
+        if self.progress is not None:
+            self.progress(text)
+
+
+@dataclass
+class Probe:
+    name: str
+    fn: Callable[[Evidence, ProbeContext], None]
+    budgets: tuple[str, ...]
+
+
+REGISTRY: list[Probe] = []
+
+
+def register(name: str, budgets: tuple[str, ...] = BUDGETS):
+    def wrap(fn):
+        REGISTRY.append(Probe(name=name, fn=fn, budgets=tuple(budgets)))
+        return fn
+
+    return wrap
+
+
+def load_all() -> list[Probe]:
+    if not getattr(load_all, "_done", False):
+        for name in MODULES:
+            importlib.import_module(f"{__name__}.{name}")
+        for name in OPTIONAL_MODULES:
+            try:
+                importlib.import_module(f"{__name__}.{name}")
+            except ModuleNotFoundError as exc:
+                if exc.name != f"{__name__}.{name}":
+                    raise
+        load_all._done = True
+    return REGISTRY
+
+
+def run_probes(ev: Evidence, ctx: ProbeContext) -> None:
+    for probe in load_all():
+        if ctx.budget not in probe.budgets:
+            continue
+        start = time.perf_counter()
+        try:
+            probe.fn(ev, ctx)
+        except Exception as exc:  # one failing probe must not hide the rest of the diagnosis
+            from ..errors import InputError
+
+            if isinstance(exc, InputError):
+                raise
+            ev.probes[probe.name] = {"skipped": f"the {probe.name} probe failed: "
+                                                f"{type(exc).__name__}: {exc}"}
+            ev.figures.setdefault("probe_errors", []).append(
+                {"probe": probe.name, "traceback": traceback.format_exc(limit=8)})
+        ctx.timings[f"probe:{probe.name}"] = time.perf_counter() - start
