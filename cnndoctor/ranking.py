@@ -1,0 +1,87 @@
+"""Ranking: root causes above the symptoms they explain, errors above warnings.
+
+``CAUSES`` says which findings can explain which: a symptom (dead ReLUs, a flat loss, collapsed
+predictions) is placed below every root cause present in the same report that explains it, and its
+``explained_by`` lists them, so that the person reading the report fixes the cause first.
+"""
+from __future__ import annotations
+
+from .report import AREAS, SEVERITY_ORDER, Finding
+
+# symptom code -> the codes that can cause it (from CASES.md and the mechanisms in CHECKS.md).
+CAUSES: dict[str, tuple[str, ...]] = {
+    "dead-relu": ("activation-before-softmax", "unnormalized-input", "oversized-layer",
+                  "lr-too-high", "double-softmax"),
+    "no-learning": ("double-softmax", "unnormalized-input", "lr-too-low", "dead-relu",
+                    "oversized-layer", "activation-before-softmax", "missing-softmax",
+                    "output-activation-mismatch", "labels-uninformative", "vanishing-gradient"),
+    "loss-plateau": ("double-softmax", "unnormalized-input", "lr-too-low", "dead-relu",
+                     "oversized-layer", "labels-uninformative", "output-activation-mismatch",
+                     "vanishing-gradient"),
+    "vanishing-gradient": ("double-softmax", "unnormalized-input", "oversized-layer",
+                           "activation-before-softmax"),
+    "exploding-gradient": ("lr-too-high", "unnormalized-input", "missing-zero-grad"),
+    "nan-loss": ("lr-too-high", "invalid-values", "unnormalized-input", "exploding-gradient",
+                 "missing-softmax", "output-activation-mismatch"),
+    "lr-too-high": ("unnormalized-input",),
+    "lr-too-low": ("double-softmax", "unnormalized-input"),
+    "cannot-overfit-batch": ("double-softmax", "activation-before-softmax", "missing-softmax",
+                             "output-activation-mismatch", "output-size-mismatch",
+                             "unnormalized-input", "oversized-layer", "dead-relu",
+                             "lr-too-low", "missing-nonlinearity"),
+    "seed-instability": ("activation-before-softmax", "missing-nonlinearity", "dead-relu",
+                         "unnormalized-input", "oversized-layer", "lr-too-high"),
+    "overfitting": ("duplicate-leakage", "oversized-layer"),
+    "prediction-collapse": ("preprocessing-mismatch", "oversized-layer", "class-imbalance",
+                            "dead-relu", "activation-before-softmax", "unnormalized-input",
+                            "eval-mode-not-set", "double-softmax"),
+    "train-eval-discrepancy": ("preprocessing-mismatch", "eval-mode-not-set", "channel-layout"),
+    "domain-shift": (),
+    "spurious-correlation": (),
+}
+# Every fragile-to-<perturbation> finding can be explained by these.
+FRAGILE_CAUSES = ("domain-shift", "spurious-correlation", "unnormalized-input")
+
+AREA_ORDER = {area: i for i, area in enumerate(AREAS)}
+
+
+def causes_of(code: str) -> tuple[str, ...]:
+    if code.startswith("fragile-to-"):
+        return FRAGILE_CAUSES
+    return CAUSES.get(code, ())
+
+
+def rank(findings: list[Finding]) -> list[Finding]:
+    """Return the findings ordered for reading, with ``rank`` and ``explained_by`` filled in."""
+    present = {f.code for f in findings}
+    for f in findings:
+        f.explained_by = [c for c in causes_of(f.code) if c in present and c != f.code]
+
+    depth_cache: dict[str, int] = {}
+
+    def depth(code: str, seen: frozenset = frozenset()) -> int:
+        # How many links of cause -> symptom lie above this finding (0 for a root cause).
+        if code in depth_cache:
+            return depth_cache[code]
+        causes = [c for c in causes_of(code) if c in present and c not in seen and c != code]
+        d = 0 if not causes else 1 + max(depth(c, seen | {code}) for c in causes)
+        depth_cache[code] = d
+        return d
+
+    ordered = sorted(
+        findings,
+        key=lambda f: (SEVERITY_ORDER[f.severity], depth(f.code), AREA_ORDER.get(f.area, 9)))
+    # A symptom never outranks one of its causes, whatever the severities say.
+    result: list[Finding] = []
+    pending = list(ordered)
+    while pending:
+        for i, f in enumerate(pending):
+            if all(c in {r.code for r in result} for c in f.explained_by):
+                result.append(pending.pop(i))
+                break
+        else:  # a cycle in CAUSES: keep the sorted order for the rest
+            result.extend(pending)
+            break
+    for i, f in enumerate(result, start=1):
+        f.rank = i
+    return result
