@@ -27,6 +27,7 @@ OPTIONAL_MODULES = ["training", "evaluation", "robustness"]
 class ProbeContext:
     budget: str = "standard"
     seed: int = 0
+    verify: bool = False  # retrain with the fixes to verify them (slow)
     progress: Callable[[str], None] | None = None  # called with a short line of what runs now
     timings: dict[str, float] = field(default_factory=dict)
 
