@@ -1092,9 +1092,11 @@ def _module_source_of_class(cls: type) -> str:
 def _describe_object(obj: Any) -> str:
     if isinstance(obj, functools.partial):
         return f"functools.partial({_describe_object(obj.func)}, ...)"
-    name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None)
-    if name == "<lambda>":
+    if getattr(obj, "__name__", None) == "<lambda>":
         return "lambda"
+    name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None)
+    if name:
+        name = name.split("<locals>.")[-1]  # a function defined inside another one
     if isinstance(obj, nn.Module):
         return f"{_module_source(obj)}()"
     if name and (inspect.isfunction(obj) or inspect.ismethod(obj)):
@@ -1218,7 +1220,7 @@ def parse_torch_loss(loss: Any) -> LossInfo | None:
     source = f"{_describe_object(loss)} calling {text}"
     applied = sorted(t for t in transforms if t in ("log_softmax", "sigmoid", "softmax"))
     if applied:
-        source += " after " + ", ".join(f"F.{t}" for t in applied)
+        source += " after " + ", ".join(applied)
     fitting = [t for t in applied if _LOSS_INPUT_TRANSFORMS[t] == expects]
     if expects == EXPECTS_LOG_PROBABILITIES and "log_softmax" in fitting:
         expects = EXPECTS_LOGITS
