@@ -28,6 +28,7 @@ class Dataset:
     labels: np.ndarray | None
     label_format: str | None  # "sparse", "onehot", or None
     y: Any = None  # the labels exactly as given
+    layout: str = "channels_last"  # the layout ``x`` was given in (may differ from the model's)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -53,6 +54,7 @@ class Evidence:
     loss: Any = None  # the user's loss, as given
     optimizer: Any = None  # the user's optimizer (or its description), as given
     batch_size: int | None = None
+    epochs: int | None = None  # what the user trained for, when known
     probes: dict[str, Any] = field(default_factory=dict)  # probe name -> its result
     figures: dict[str, Any] = field(default_factory=dict)  # figures for the report/JSON
 

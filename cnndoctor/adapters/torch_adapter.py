@@ -868,11 +868,23 @@ def _meta_info(meta: Any, known: bool) -> tuple[tuple | None, bool | None, bool 
         return None, None, None
     if isinstance(meta, TensorMetadata):
         return tuple(int(d) for d in meta.shape), True, False
-    if isinstance(meta, (tuple, list)):
-        first = next((m for m in _leaves(meta) if isinstance(m, TensorMetadata)), None)
-        if first is not None:
-            return tuple(int(d) for d in first.shape), True, True
+    first = _first_metadata(meta)
+    if first is not None:
+        return tuple(int(d) for d in first.shape), True, True
     return None, False, False
+
+
+def _first_metadata(meta: Any) -> TensorMetadata | None:
+    """The first tensor's metadata in a nested output (TensorMetadata is itself a tuple)."""
+    if isinstance(meta, TensorMetadata):
+        return meta
+    items = meta.values() if isinstance(meta, dict) else meta
+    if isinstance(meta, (tuple, list, dict)):
+        for item in items:
+            found = _first_metadata(item)
+            if found is not None:
+                return found
+    return None
 
 
 def _describe_with_fx(root: nn.Module, args: tuple | None, notes: list[str]) -> list[Layer]:

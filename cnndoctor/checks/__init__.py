@@ -107,6 +107,9 @@ def load_all() -> list[Check]:
             except ModuleNotFoundError as exc:
                 if exc.name != f"{__name__}.{name}":
                     raise
+        order = MODULES + OPTIONAL_MODULES
+        REGISTRY.sort(key=lambda c: order.index(c.fn.__module__.rsplit(".", 1)[-1])
+                      if c.fn.__module__.rsplit(".", 1)[-1] in order else len(order))
         load_all._done = True
     return REGISTRY
 

@@ -1,0 +1,117 @@
+"""``cnndoctor.diagnose``: the Python entry point."""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from . import _backend
+from .adapters import describe, framework_of
+from .data import make_dataset
+from .errors import InputError
+from .evidence import Evidence
+from .probes import BUDGETS, ProbeContext, run_probes
+from .ranking import rank
+from .report import Report
+
+#: Images used for the one forward pass that reads the model's shapes (2 is enough for shapes and
+#: keeps batch-norm statistics well defined).
+EXAMPLE_BATCH = 2
+
+
+def diagnose(model: Any, train: Any = None, val: Any = None, *, loss: Any = None,
+             optimizer: Any = None, batch_size: int | None = None, epochs: int | None = None,
+             evaluate: Any = None, reference: Any = None, budget: str = "standard",
+             seed: int = 0, verify: bool = False,
+             progress: Callable[[str], None] | None = None, captured: dict | None = None,
+             title: str = "") -> Report:
+    """Find out why ``model`` fails to train or generalize.
+
+    model: a Keras 3 model or a ``torch.nn.Module`` (never modified: probes work on copies).
+    train, val: ``(x, y)`` pairs of images and labels in the layout the model takes (labels as
+        integer classes or one-hot rows); ``val`` is optional.
+    loss, optimizer: as used in training. Keras: taken from ``model.compile`` when omitted.
+        PyTorch: the loss module or function (``nn.CrossEntropyLoss()``, ``F.cross_entropy``)
+        and the optimizer over ``model.parameters()``.
+    evaluate: ``(x, y)`` exactly as fed by the evaluation or prediction code, when it differs from
+        the training pipeline.
+    reference: ``(x, y)`` or ``x``: real-world samples the model should handle.
+    budget: "quick", "standard" or "thorough": how much training the probes may do.
+    verify: retrain with the suggested fixes to show that they work.
+    """
+    if budget not in BUDGETS:
+        raise InputError(f"unknown budget {budget!r}: expected one of {', '.join(BUDGETS)}.")
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    framework = framework_of(model)
+    data_format = "channels_last" if framework == "keras" else "channels_first"
+    if framework == "keras" and _backend.keras_backend() not in (None, "torch"):
+        raise InputError(
+            f"Keras is running on the {_backend.keras_backend()!r} backend; cnndoctor needs the "
+            "torch backend: set KERAS_BACKEND=torch before importing keras.")
+    if train is None:
+        raise InputError("no training data: pass train=(x, y) with the images and labels the "
+                         "model is trained on.")
+
+    train_ds = make_dataset("training", train, data_format, require_labels=True)
+    val_ds = make_dataset("validation", val, data_format, require_labels=True) \
+        if val is not None else None
+    eval_list = []
+    if evaluate is not None:
+        eval_list = [make_dataset("evaluation", evaluate, data_format)]
+    ref_ds = make_dataset("reference", reference, data_format) if reference is not None else None
+    for ds in (val_ds, *eval_list, ref_ds):
+        if ds is not None and ds.images.shape[1:] != train_ds.images.shape[1:] \
+                and ds.layout == train_ds.layout:
+            raise InputError(
+                f"the {ds.name} images have shape {tuple(ds.images.shape[1:])} (H x W x C) but the "
+                f"training images have {tuple(train_ds.images.shape[1:])}: expected the same size.")
+
+    if framework == "keras":
+        loss = loss if loss is not None else getattr(model, "loss", None)
+        optimizer = optimizer if optimizer is not None else getattr(model, "optimizer", None)
+    example = _example(train_ds, data_format)
+    graph = describe(model, loss=loss, example=example)
+    timings["read model"] = time.perf_counter() - start
+
+    ev = Evidence(graph=graph, train=train_ds, val=val_ds, evaluation=eval_list,
+                  reference=ref_ds, budget=budget, model=model, loss=loss, optimizer=optimizer,
+                  batch_size=batch_size or 32, epochs=epochs)
+    if captured:
+        ev.probes["captured"] = captured
+    else:
+        # NaN, infinities and labels out of range make every later measurement meaningless:
+        # refuse with the reason (the run path, which diagnoses what a script did, reports them).
+        from .checks.invalid_values import problems
+
+        found = problems(ev)
+        if found:
+            raise InputError("invalid-values: " + "; ".join(found))
+    ctx = ProbeContext(budget=budget, seed=seed, verify=verify, progress=progress)
+    t0 = time.perf_counter()
+    run_probes(ev, ctx)
+    timings.update(ctx.timings)
+    timings["probes"] = time.perf_counter() - t0
+
+    from .checks import run_checks
+
+    t0 = time.perf_counter()
+    findings, passed, skipped = run_checks(ev)
+    timings["checks"] = time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - start
+    notes = list(graph.notes)
+    if _backend.BACKEND_NOTE and framework == "keras":
+        notes.insert(0, _backend.BACKEND_NOTE)
+    return Report(framework=framework, findings=rank(findings), passed=passed, skipped=skipped,
+                  timings=timings, figures=ev.figures, model=graph.to_dict(), notes=notes,
+                  title=title)
+
+
+def _example(ds, data_format: str):
+    """A tiny batch in the layout the model takes, for reading shapes."""
+    import numpy as np
+
+    x = ds.x
+    if hasattr(x, "detach"):
+        return x[:EXAMPLE_BATCH].detach().float()
+    arr = np.asarray(x[:EXAMPLE_BATCH], dtype=np.float32)
+    return arr

@@ -1,0 +1,293 @@
+"""The command line: ``cnndoctor demo``, ``cnndoctor check``, ``cnndoctor run``, ``cnndoctor checks``.
+
+Exit codes: 0 no finding of severity error; 1 at least one error (for ``demo``: a case did not
+give its expected diagnosis); 2 the command itself could not run, with a one-line reason.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from ._backend import ensure_keras_backend
+
+ensure_keras_backend()
+
+
+class _Exit(Exception):
+    def __init__(self, message: str):
+        super().__init__(message)
+
+
+def _progress(quiet: bool):
+    if quiet:
+        return None
+    start = time.perf_counter()
+
+    def say(text: str) -> None:
+        print(f"  [{time.perf_counter() - start:5.1f}s] {text}", file=sys.stderr, flush=True)
+
+    return say
+
+
+def _write_json(path: str, payload: dict) -> None:
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump(payload, fh, indent=2, allow_nan=False)
+            fh.write("\n")
+    except OSError as exc:
+        raise _Exit(f"cannot write the JSON report to {path}: {exc.strerror}") from exc
+
+
+# ---- demo -----------------------------------------------------------------------------------
+
+def cmd_demo(args) -> int:
+    from . import cases as case_registry
+    from .api import diagnose
+
+    all_cases = case_registry.all_cases()
+    if args.list:
+        for c in all_cases:
+            print(f"{c.id:34} {c.variant:8} {c.title}")
+        return 0
+    chosen = []
+    for name in args.cases or []:
+        found = case_registry.find(name)
+        if not found:
+            raise _Exit(f"no built-in case {name!r}; `cnndoctor demo --list` shows them "
+                        f"(e.g. 1, colored-mnist, 2-row-column-torch)")
+        chosen.extend(c for c in found if c not in chosen)
+    if not chosen:
+        chosen = all_cases
+    color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    reports, failures = [], []
+    for case in chosen:
+        print(f"\n{'=' * 96}\ncase {case.id}: {case.title} [{case.variant}]\n{'=' * 96}")
+        if case.story:
+            print(case.story)
+        say = _progress(args.quiet)
+        if say:
+            say(f"building case {case.id}")
+        setup = case.build(args.seed)
+        report = diagnose(setup.model, **setup.diagnose_kwargs(), budget=args.budget,
+                          seed=args.seed, verify=getattr(args, "verify", False), progress=say,
+                          title=f"case {case.id}")
+        print()
+        print(report.render(color=color, verbose=args.verbose))
+        missing = _expectation_gaps(case, report)
+        if missing:
+            failures.append((case.id, missing))
+            print(f"\n!! case {case.id} did not give its expected diagnosis: {'; '.join(missing)}")
+        reports.append({"case": case.id, "variant": case.variant, **report.to_dict()})
+    if args.json:
+        payload = reports[0] if len(reports) == 1 else {
+            "tool": "cnndoctor", "cases": reports}
+        _write_json(args.json, payload)
+    print(f"\n{len(chosen)} case(s) diagnosed; "
+          f"{len(chosen) - len(failures)} gave their expected diagnosis.")
+    return 1 if failures else 0
+
+
+def _expectation_gaps(case, report) -> list[str]:
+    gaps = []
+    errors = {f.code for f in report.findings if f.severity == "error"}
+    for code in case.expect_errors:
+        if code not in errors:
+            gaps.append(f"expected error {code}")
+    for code in case.expect_passed:
+        if code not in report.passed_codes:
+            gaps.append(f"expected {code} to pass")
+    if case.variant == "healthy" and errors:
+        gaps.append(f"healthy case has errors: {', '.join(sorted(errors))}")
+    return gaps
+
+
+# ---- check ----------------------------------------------------------------------------------
+
+def _load_model(spec: str):
+    """A model from a .keras/.h5 file, a torch file, or 'file.py:name' (function or object)."""
+    if ":" in spec and spec.split(":", 1)[0].endswith(".py"):
+        import runpy
+
+        path, name = spec.split(":", 1)
+        if not os.path.isfile(path):
+            raise _Exit(f"model file {path} does not exist")
+        namespace = runpy.run_path(path, run_name="cnndoctor_model")
+        if name not in namespace:
+            raise _Exit(f"{path} defines no {name!r}; expected a model or a function returning "
+                        f"one")
+        obj = namespace[name]
+        model = obj() if callable(obj) and not hasattr(obj, "parameters") and \
+            not hasattr(obj, "layers") else obj
+        return model, namespace.get("loss") or namespace.get("LOSS")
+    if not os.path.isfile(spec):
+        raise _Exit(f"model file {spec} does not exist")
+    if spec.endswith((".keras", ".h5")):
+        import keras
+
+        try:
+            return keras.models.load_model(spec, compile=True), None
+        except Exception as exc:
+            raise _Exit(f"could not load the Keras model {spec}: {type(exc).__name__}: {exc}")
+    if spec.endswith((".pt", ".pth")):
+        import torch
+
+        try:
+            obj = torch.load(spec, weights_only=False, map_location="cpu")
+        except Exception as exc:
+            raise _Exit(f"could not load {spec}: {type(exc).__name__}: {exc}")
+        if isinstance(obj, dict):
+            raise _Exit(f"{spec} holds a state_dict (weights only); cnndoctor needs the model "
+                        f"itself: pass 'model.py:build' naming a function that builds it")
+        return obj, None
+    raise _Exit(f"cannot tell what kind of model {spec} is: expected a .keras/.h5 file, a .pt "
+                f"file holding a whole torch module, or 'file.py:name'")
+
+
+def _load_pair(path: str | None, what: str):
+    if path is None:
+        return None
+    import numpy as np
+
+    if not os.path.isfile(path):
+        raise _Exit(f"{what} file {path} does not exist")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise _Exit(f"could not read {what} file {path} as .npz/.npy: {exc}")
+    if not hasattr(data, "files"):
+        return data
+    keys = {k.lower(): k for k in data.files}
+    x = next((keys[k] for k in ("x", "images", "x_train", "x_val", "x_test") if k in keys), None)
+    y = next((keys[k] for k in ("y", "labels", "y_train", "y_val", "y_test") if k in keys), None)
+    if x is None:
+        raise _Exit(f"{path} has arrays {data.files}; expected 'x' (images) and 'y' (labels)")
+    return (data[x], data[y]) if y else data[x]
+
+
+def cmd_check(args) -> int:
+    from .api import diagnose
+
+    model, loss = _load_model(args.model)
+    if args.loss:
+        loss = _named_loss(args.loss)
+    report = diagnose(model, train=_load_pair(args.train, "training data"),
+                      val=_load_pair(args.val, "validation data"), loss=loss,
+                      evaluate=_load_pair(args.evaluate, "evaluation data"),
+                      reference=_load_pair(args.reference, "reference data"),
+                      batch_size=args.batch_size, budget=args.budget, seed=args.seed,
+                      progress=_progress(args.quiet), title=os.path.basename(args.model))
+    print(report.render(color=sys.stdout.isatty() and not os.environ.get("NO_COLOR"),
+                        verbose=args.verbose))
+    if args.json:
+        report.to_json(args.json)
+    return report.exit_code
+
+
+def _named_loss(name: str):
+    """A loss from its name: Keras names as strings, torch names as modules."""
+    torch_names = {"cross_entropy": "CrossEntropyLoss", "nll": "NLLLoss", "bce": "BCELoss",
+                   "bce_with_logits": "BCEWithLogitsLoss", "mse": "MSELoss"}
+    if name in torch_names:
+        import torch
+
+        return getattr(torch.nn, torch_names[name])()
+    return name
+
+
+# ---- checks ---------------------------------------------------------------------------------
+
+def cmd_checks(args) -> int:
+    from .checks import load_all
+
+    for check in load_all():
+        needs = f"  (needs {', '.join(check.needs)})" if check.needs else ""
+        print(f"{check.area:11} {check.code}{needs}")
+    return 0
+
+
+# ---- main -----------------------------------------------------------------------------------
+
+def _common(p):
+    p.add_argument("--json", metavar="PATH", help="write the report as JSON to PATH")
+    p.add_argument("--budget", choices=("quick", "standard", "thorough"), default="quick",
+                   help="how much training the probes may do (default: quick)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--verbose", "-v", action="store_true", help="show all evidence")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cnndoctor",
+        description="Find out why a CNN image classifier fails to train or to generalize.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of failures")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"cnndoctor {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="diagnose the built-in reference cases")
+    demo.add_argument("cases", nargs="*", metavar="CASE",
+                      help="case number, key or id (default: all); see --list")
+    demo.add_argument("--list", action="store_true", help="list the built-in cases")
+    _common(demo)
+    demo.set_defaults(func=cmd_demo)
+
+    check = sub.add_parser("check", help="diagnose a saved model on data files")
+    check.add_argument("model", help="a .keras/.h5 file, a .pt file holding a torch module, or "
+                                     "'file.py:name' (a model or a function building one)")
+    check.add_argument("--train", required=True, metavar="NPZ",
+                       help=".npz with 'x' (images) and 'y' (labels) used in training")
+    check.add_argument("--val", metavar="NPZ", help="validation data, same format")
+    check.add_argument("--evaluate", metavar="NPZ",
+                       help="the data exactly as the evaluation code feeds it")
+    check.add_argument("--reference", metavar="NPZ", help="real-world samples ('x', optional 'y')")
+    check.add_argument("--loss", help="the training loss when the model does not carry it: a "
+                                      "Keras name, or cross_entropy/nll/bce/bce_with_logits/mse")
+    check.add_argument("--batch-size", type=int, default=None)
+    _common(check)
+    check.set_defaults(func=cmd_check)
+
+    checks = sub.add_parser("checks", help="list the finding codes cnndoctor checks")
+    checks.set_defaults(func=cmd_checks)
+
+    try:
+        from .run import cli as run_cli
+    except ImportError:
+        run_cli = None
+    if run_cli is not None:
+        run_cli.add_parser(sub)
+        if "run" in sub.choices and not sub.choices["run"].get_default("func"):
+            sub.choices["run"].set_defaults(func=run_cli.command)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    from .errors import InputError
+
+    try:
+        return int(args.func(args) or 0)
+    except (_Exit, InputError) as exc:
+        print(f"cnndoctor: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cnndoctor: interrupted", file=sys.stderr)
+        return 2
+    except Exception as exc:  # never a deep traceback for the user
+        if args.debug:
+            raise
+        print(f"cnndoctor: error: {type(exc).__name__}: {exc} (run with --debug for the "
+              f"traceback)", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""What a session knows about each model a script touched."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from .capture import Stream
+
+TRAINING = "training"
+VALIDATION = "validation"
+EVALUATION = "evaluation"
+PREDICTION = "prediction"
+EVAL_PHASES = (EVALUATION, PREDICTION)
+
+
+@dataclass
+class ModelRecord:
+    serial: int
+    framework: str  # "keras" or "torch"
+    model: Any
+    script: str  # the script in which the session first saw it
+    layout: str = "channels_last"
+    streams: dict[str, Stream] = field(default_factory=dict)  # "<phase>@<script>" -> Stream
+    compile: dict = field(default_factory=dict)  # Keras compile arguments, described
+    fits: list[dict] = field(default_factory=list)  # one per Keras fit call
+    evaluations: list[dict] = field(default_factory=list)  # Keras evaluate() results
+    fit_arrays: tuple | None = None  # (x, y) subset of the arrays given to fit (crash fallback)
+    fit_val_arrays: tuple | None = None
+    # PyTorch
+    loss: Any = None  # the loss module or function applied to the outputs in training
+    loss_name: str | None = None
+    optimizer: Any = None
+    steps: int = 0  # optimizer steps (torch) / training batches (keras)
+    zero_grad_calls: int = 0
+    grad_checks: int = 0  # optimizer steps after which the next backward was inspected
+    stale_grad_steps: int = 0  # ... and found the previous step's gradients still there
+    grad_norms: list[float] = field(default_factory=list)
+    after_step: bool = False
+    sentinel: Any = None  # (parameter name, hook handle)
+    # saving / loading
+    saved_to: list[str] = field(default_factory=list)
+    loaded_from: str | None = None
+    source: "ModelRecord | None" = None  # the in-session record whose saved file was loaded
+    sidecar: dict | None = None  # training captures read from beside the loaded file
+    sidecar_note: str | None = None
+
+    def stream(self, phase: str, script: str, source: str) -> Stream:
+        key = f"{phase}@{script}"
+        s = self.streams.get(key)
+        if s is None:
+            s = Stream(phase=phase, source=source, layout=self.layout)
+            self.streams[key] = s
+        return s
+
+    def streams_of(self, *phases: str) -> list[Stream]:
+        return [s for s in self.streams.values() if s.phase in phases and s.batches]
+
+    @property
+    def trained(self) -> bool:
+        return bool(self.fits) or self.steps > 0 or bool(self.streams_of(TRAINING))
+
+    @property
+    def label(self) -> str:
+        name = getattr(self.model, "name", None) if self.framework == "keras" else None
+        kind = type(self.model).__name__
+        where = os.path.basename(self.script)
+        if self.loaded_from:
+            return f"{kind} loaded from {os.path.basename(self.loaded_from)} in {where}"
+        return f"{kind}{f' {name!r}' if name else ''} from {where}"
