@@ -259,6 +259,39 @@ def test_functional_conv_with_own_parameter_and_shared_module():
     assert graph.total_params == 24 + 54 + 42
 
 
+def test_branches_joined_by_cat_and_gating_and_tuple_outputs():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 4, 3, padding=1)
+            self.gate = nn.Linear(8, 8)
+            self.rnn = nn.GRU(8, 6, batch_first=True)
+            self.fc = nn.Linear(6, 3)
+
+        def forward(self, x):
+            z = torch.cat([F.relu(self.a(x)), F.relu(self.b(x))], dim=1)
+            z = z * torch.sigmoid(self.gate(z.mean((2, 3)))).view(-1, 8, 1, 1)
+            seq, _ = self.rnn(z.flatten(2).transpose(1, 2))
+            return self.fc(seq[:, -1])
+
+    for example in (images(), None):
+        graph = describe_torch(Net(), example=example)
+        cat, mul = graph.by_name("torch.cat"), graph.by_name("mul")
+        assert cat.kind == MERGE and cat.inputs == ["F.relu", "F.relu_1"]
+        assert mul.kind == MERGE and mul.inputs == ["torch.cat", "x.view"]
+        # unpacking the GRU's (output, state) is not a layer; indexing the output is
+        assert graph.by_name("getitem").inputs == ["rnn"]
+        assert graph.layers[-1].name == "fc"
+    assert graph.layers[-1].output_shape is None
+    assert describe_torch(Net(), example=images()).layers[-1].output_shape == (3,)
+
+
+def test_a_bare_layer_is_one_layer():
+    graph = describe_torch(nn.Linear(3, 2), example=torch.rand(2, 3))
+    assert [(layer.name, layer.source, layer.params) for layer in graph.layers] == [
+        ("Linear", "nn.Linear", 8)]
+
+
 def test_dispatch_through_adapters_describe():
     graph = describe(FunctionalNet(), loss=nn.CrossEntropyLoss(), example=images())
     assert graph.framework == "torch" and graph.loss.name == "cross_entropy"
