@@ -152,9 +152,25 @@ class Stream:
     select: np.ndarray | None = None  # positions to keep (sorted); None: the first ones
     position: int = 0  # samples seen so far
     last_n: int = 0  # size of the last batch
+    limit: int | None = None  # samples in one pass over the data, when known
+    repeated: bool = False  # a sample already kept came again: a new epoch began
+    _seen: set = field(default_factory=set)  # hashes of the first sample of each kept batch
     _last_rows: np.ndarray | None = None  # rows of the last batch that were kept
 
     # ---- feeding -------------------------------------------------------------------------
+    def begin(self, n: int | None, spread: bool = False) -> None:
+        """A pass over ``n`` samples starts (fit epoch, evaluate, predict on arrays): keep at most
+        that pass, spread evenly over it when ``spread`` (data fed in order, e.g. sorted)."""
+        if n is None:
+            self.select = self.limit = None
+            return
+        self.limit = self.position + n
+        self.select = None
+        if spread and n > self.max_samples - self.kept > 0:
+            room = self.max_samples - self.kept
+            self.select = self.position + np.unique(
+                np.linspace(0, n - 1, room).round().astype(np.int64))
+
     def add(self, x: Any, y: Any = None, out: Any = None) -> None:
         x = to_numpy(x)
         self._last_rows = None
@@ -173,8 +189,17 @@ class Stream:
         if np.issubdtype(x.dtype, np.number) or x.dtype == bool:
             self.stats.update(canonical(x, self.layout), str(x.dtype))
         room = self.max_samples - self.kept
-        if room <= 0:
+        if room <= 0 or self.repeated or (self.limit is not None and start >= self.limit):
             return
+        if self.select is None and n:
+            # A second pass over data smaller than the buffer must not be kept twice.
+            key = hash(np.ascontiguousarray(x[0]).tobytes())
+            if key in self._seen:
+                self.repeated = True
+                return
+            self._seen.add(key)
+        if self.limit is not None:
+            room = min(room, self.limit - start)
         if self.select is None:
             rows = np.arange(min(room, n))
         else:

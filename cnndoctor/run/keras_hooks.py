@@ -100,6 +100,7 @@ class KerasInstrument:
             except BaseException as exc:
                 if info is not None:
                     info["error"] = f"{type(exc).__name__}: {exc}"
+                inst.session.failed_in = inst.session.failed_in or "model.fit"
                 raise
             finally:
                 inst.phase_stack.pop()
@@ -141,25 +142,30 @@ class KerasInstrument:
             rec.fit_arrays = _subset(xa[:n_train], ya[:n_train])
             if split:
                 rec.fit_val_arrays = _subset(xa[n_train:], ya[n_train:])
-            if not bound.get("shuffle", True):  # fed in order: keep samples spread over it
-                self.session.stream(rec, TRAINING).select = _spread(n_train)
+            # Shuffled batches are a random sample already; data fed in order (shuffle=False,
+            # often sorted by class) is kept spread evenly over the pass.
+            self.session.stream(rec, TRAINING).begin(
+                n_train, spread=not bound.get("shuffle", True))
         if isinstance(val, (tuple, list)) and len(val) >= 2:
             va, vy = to_numpy(val[0]), to_numpy(val[1])
             if va is not None and vy is not None and len(va) == len(vy):
                 rec.fit_val_arrays = _subset(va, vy)
-                self.session.stream(rec, VALIDATION).select = _spread(len(va))
+                self.session.stream(rec, VALIDATION).begin(len(va), spread=True)
         return info
 
     def _wrap_evaluate(self, orig):
         inst = self
 
         def evaluate(self_, *args, **kwargs):
-            if not inst.session.active:
+            if not inst.session.active or inst._in_fit(self_):
                 return orig(self_, *args, **kwargs)
             info = inst.session.guard(lambda: inst._eval_started(self_, orig, args, kwargs))
             inst.phase_stack.append((self_, "evaluate"))
             try:
                 result = orig(self_, *args, **kwargs)
+            except BaseException:
+                inst.session.failed_in = inst.session.failed_in or "model.evaluate"
+                raise
             finally:
                 inst.phase_stack.pop()
             if info is not None:
@@ -175,8 +181,8 @@ class KerasInstrument:
         except TypeError:
             bound = dict(kwargs)
         x = to_numpy(bound.get("x"))
-        if x is not None and x.ndim >= 1:
-            self.session.stream(rec, EVALUATION).select = _spread(len(x))
+        self.session.stream(rec, EVALUATION).begin(
+            len(x) if x is not None and x.ndim >= 1 else None, spread=True)
         info = {"script": self.session.script_name, "x": _kind_of(bound.get("x"))}
         rec.evaluations.append(info)
         return info
@@ -191,13 +197,16 @@ class KerasInstrument:
             def started():
                 rec = inst.session.keras_record(self_)
                 x = to_numpy(args[0] if args else kwargs.get("x"))
-                if x is not None and x.ndim >= 1:
-                    inst.session.stream(rec, PREDICTION).select = _spread(len(x))
+                inst.session.stream(rec, PREDICTION).begin(
+                    len(x) if x is not None and x.ndim >= 1 else None, spread=True)
 
             inst.session.guard(started)
             inst.phase_stack.append((self_, "predict"))
             try:
                 return orig(self_, *args, **kwargs)
+            except BaseException:
+                inst.session.failed_in = inst.session.failed_in or "model.predict"
+                raise
             finally:
                 inst.phase_stack.pop()
 
@@ -205,12 +214,15 @@ class KerasInstrument:
 
     # ---- steps: the batches actually fed -------------------------------------------------
     def _phase(self, model, step_phase: str) -> str:
-        for owner, what in reversed(self.phase_stack):
-            if owner is model:
-                if what == "fit":
-                    return TRAINING if step_phase == TRAINING else VALIDATION
-                return EVALUATION if what == "evaluate" else PREDICTION
-        return step_phase
+        calls = [what for owner, what in self.phase_stack if owner is model]
+        if not calls:
+            return step_phase
+        if calls[0] == "fit":  # evaluate() inside fit() is the validation pass
+            return TRAINING if step_phase == TRAINING else VALIDATION
+        return EVALUATION if calls[-1] == "evaluate" else PREDICTION
+
+    def _in_fit(self, model) -> bool:
+        return any(owner is model and what == "fit" for owner, what in self.phase_stack)
 
     def _wrap_step(self, step_phase: str):
         inst = self
@@ -313,13 +325,6 @@ def _first(out):
     if isinstance(out, dict) and out:
         return next(iter(out.values()))
     return out
-
-
-def _spread(n: int) -> np.ndarray | None:
-    """Positions of MAX_SAMPLES samples spread evenly over n (None: keep the first ones)."""
-    if n <= MAX_SAMPLES:
-        return None
-    return np.unique(np.linspace(0, n - 1, MAX_SAMPLES).round().astype(np.int64))
 
 
 def _subset(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:

@@ -37,7 +37,8 @@ class ModelRecord:
     stale_grad_steps: int = 0  # ... and found the previous step's gradients still there
     grad_norms: list[float] = field(default_factory=list)
     after_step: bool = False
-    sentinel: Any = None  # (parameter name, hook handle)
+    sentinel: Any = None  # (parameter name, hook handle, weakref to the parameter)
+    sentinel_name: str | None = None  # the parameter whose gradients were inspected
     # saving / loading
     saved_to: list[str] = field(default_factory=list)
     loaded_from: str | None = None

@@ -264,6 +264,7 @@ class TorchInstrument:
 
                     handle = p.register_hook(check)
                     rec.sentinel = (names.get(id(p), "parameter"), handle, ref)
+                    rec.sentinel_name = rec.sentinel[0]
                     return
 
     def _wrap_zero_grad(self, orig, optimizer: bool):

@@ -1,0 +1,7 @@
+"""``python -m cnndoctor.run SCRIPT [SCRIPT ...] [--json PATH] [--budget B] [-- ARGS]``."""
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,562 @@
+"""A ``cnndoctor run`` session: run the user's scripts unmodified, with instrumentation, then put
+together what they did for ``cnndoctor.diagnose``.
+
+    session = Session()
+    session.run(["train.py", "evaluate.py"], args=["--epochs", "3"])
+    report = session.diagnose(budget="quick")
+
+Scripts run one after the other in this process, as ``python SCRIPT ARGS`` would run them:
+``__name__ == "__main__"``, ``sys.argv`` = the script and its arguments, the script's directory
+first on ``sys.path``, the working directory unchanged, their output untouched. A script that
+raises stops the run (as ``python a.py && python b.py`` would); its error is kept for the report.
+"""
+from __future__ import annotations
+
+import importlib.abc
+import importlib.util
+import os
+import runpy
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from . import sidecar
+from .capture import Stream
+from .explain import explain
+from .records import (EVAL_PHASES, EVALUATION, PREDICTION, TRAINING, VALIDATION,
+                      ModelRecord)
+
+# Lines of a script's traceback kept for the report (the last ones: where it failed).
+TRACEBACK_LINES = 12
+# Fewer training samples than this in the fed stream, and the arrays given to fit() are used
+# instead (a script that crashed in its first steps).
+MIN_STREAM_SAMPLES = 256
+
+
+class NothingToDiagnose(Exception):
+    """The scripts ran but gave nothing to diagnose (no training, no model): say why."""
+
+
+@dataclass
+class ScriptResult:
+    path: str
+    args: list[str]
+    status: str = "not run"  # "ok", "error", "exit", "not run"
+    seconds: float = 0.0
+    exit_code: int | None = None
+    error: dict | None = None
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "args": list(self.args), "status": self.status,
+                "seconds": round(self.seconds, 3), "exit_code": self.exit_code,
+                "error": self.error}
+
+
+@dataclass
+class Session:
+    stream_progress: Callable[[str], None] | None = None
+    records: list[ModelRecord] = field(default_factory=list)
+    scripts: list[ScriptResult] = field(default_factory=list)
+    saved: dict[str, ModelRecord] = field(default_factory=dict)  # abs path -> record
+    sidecars_written: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    internal_errors: list[str] = field(default_factory=list)
+    active: bool = False
+    in_keras_step: int = 0
+    orphan_steps: int = 0
+    failed_in: str | None = None
+    script_name: str = ""
+
+    def __post_init__(self):
+        self._by_id: dict[int, ModelRecord] = {}
+        self._torch_skip: set[int] = set()
+        self._keras = None
+        self._torch = None
+        self._compat = None
+        self._keras_finder = None
+
+    # ---- running -------------------------------------------------------------------------
+    def run(self, scripts: list[str], args: list[str] | None = None) -> list[ScriptResult]:
+        args = list(args or [])
+        self.scripts = [ScriptResult(path=p, args=args) for p in scripts]
+        self.install()
+        try:
+            for i, result in enumerate(self.scripts):
+                self._run_one(result)
+                if result.status in ("error", "exit"):
+                    for later in self.scripts[i + 1:]:
+                        later.status = "not run"
+                    break
+        finally:
+            self.uninstall()
+        return self.scripts
+
+    def _run_one(self, result: ScriptResult) -> None:
+        path = result.path
+        self.script_name = os.path.basename(path)
+        self.failed_in = None
+        old_argv, old_path0 = sys.argv[:], list(sys.path)
+        sys.argv = [path] + list(result.args)
+        sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
+        start = time.perf_counter()
+        self.active = True
+        try:
+            runpy.run_path(path, run_name="__main__")
+            result.status = "ok"
+        except SystemExit as exc:
+            code = exc.code
+            if code in (None, 0):
+                result.status, result.exit_code = "ok", 0
+            else:
+                result.status = "exit"
+                result.exit_code = code if isinstance(code, int) else 1
+                if not isinstance(code, int):
+                    print(code, file=sys.stderr)
+                result.error = self._error_record(exc, f"the script exited with status {code}")
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # the script's own error: report it, as python would
+            result.status = "error"
+            traceback.print_exc()
+            result.error = self._error_record(exc)
+        finally:
+            self.active = False
+            result.seconds = time.perf_counter() - start
+            sys.argv = old_argv
+            sys.path[:] = old_path0
+            self.in_keras_step = 0
+            sys.stdout.flush()
+
+    def _error_record(self, exc: BaseException, message: str | None = None) -> dict:
+        tb = traceback.extract_tb(exc.__traceback__)
+        script = os.path.abspath(self.scripts_current_path())
+        where = next((f for f in reversed(tb) if os.path.abspath(f.filename) == script), None)
+        lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
+        text = "".join(lines).rstrip().splitlines()[-TRACEBACK_LINES:]
+        msg = message or str(exc)
+        context = self._error_context()
+        expl = explain(type(exc).__name__, msg, context)
+        return {
+            "script": self.script_name,
+            "type": type(exc).__name__,
+            "message": msg.strip()[:2000],
+            "where": f"{os.path.basename(where.filename)}:{where.lineno}" if where else None,
+            "line": (where.line or "").strip() if where else None,
+            "during": self.failed_in,
+            "traceback": "\n".join(text),
+            "explanation": expl.to_dict() if expl else None,
+        }
+
+    def scripts_current_path(self) -> str:
+        for r in self.scripts:
+            if os.path.basename(r.path) == self.script_name:
+                return r.path
+        return self.script_name
+
+    def _error_context(self) -> dict:
+        rec = self.records[-1] if self.records else None
+        ctx: dict[str, Any] = {}
+        if rec is None:
+            return ctx
+        ctx["framework"] = rec.framework
+        ctx["loss"] = rec.compile.get("loss") if rec.framework == "keras" else rec.loss_name
+        y = rec.fit_arrays[1] if rec.fit_arrays else None
+        if y is None:
+            s = next(iter(rec.streams_of(TRAINING)), None)
+            y = s.ys[0] if s is not None and s.ys else None
+        if y is not None:
+            ctx["label_shape"] = tuple(np.shape(y))
+        try:
+            shape = rec.model.output_shape if rec.framework == "keras" else None
+            ctx["output_units"] = shape[-1] if shape else None
+        except Exception:
+            pass
+        return ctx
+
+    # ---- instrumentation -----------------------------------------------------------------
+    def install(self) -> None:
+        from .tfcompat import TFCompat
+        from .torch_hooks import TorchInstrument
+
+        self._compat = TFCompat()
+        self._compat.install()
+        self._torch = TorchInstrument(self)
+        self._torch.install()
+        if "keras" in sys.modules:
+            self._install_keras()
+        else:
+            self._keras_finder = _AfterImport("keras", self._install_keras)
+            sys.meta_path.insert(0, self._keras_finder)
+
+    def _install_keras(self) -> None:
+        from .keras_hooks import KerasInstrument
+
+        if self._keras is None:
+            self._keras = KerasInstrument(self)
+            self._keras.install()
+
+    def uninstall(self) -> None:
+        if self._keras_finder is not None and self._keras_finder in sys.meta_path:
+            sys.meta_path.remove(self._keras_finder)
+        for inst in (self._keras, self._torch, self._compat):
+            if inst is not None:
+                try:
+                    inst.uninstall()
+                except Exception as exc:  # pragma: no cover - never leave a half-state silently
+                    self.internal_errors.append(f"uninstall: {type(exc).__name__}: {exc}")
+        if self._compat is not None:
+            self.notes += [f"older Keras code ran through an alias: {u}"
+                           for u in self._compat.used]
+        self._keras = None
+
+    def guard(self, fn):
+        """Run an observation; a failure in it is noted, never raised into the user's script."""
+        try:
+            return fn()
+        except Exception as exc:
+            self.internal_errors.append(
+                f"{type(exc).__name__}: {exc} ({traceback.format_exc(limit=3).splitlines()[-3]})")
+            return None
+
+    # ---- records -------------------------------------------------------------------------
+    def _new_record(self, model, framework: str) -> ModelRecord:
+        layout = "channels_first" if framework == "torch" else _keras_layout()
+        rec = ModelRecord(serial=len(self.records) + 1, framework=framework, model=model,
+                          script=self.script_name, layout=layout)
+        self.records.append(rec)
+        self._by_id[id(model)] = rec
+        return rec
+
+    def keras_record(self, model) -> ModelRecord:
+        rec = self._by_id.get(id(model))
+        return rec if rec is not None and rec.model is model else self._new_record(model, "keras")
+
+    def torch_record(self, module) -> ModelRecord | None:
+        rec = self._by_id.get(id(module))
+        if rec is not None and rec.model is module:
+            return rec
+        if id(module) in self._torch_skip:
+            return None
+        if next(module.parameters(), None) is None:  # nothing to train: not a model
+            self._torch_skip.add(id(module))
+            return None
+        return self._new_record(module, "torch")
+
+    def known_torch_record(self, module) -> ModelRecord | None:
+        rec = self._by_id.get(id(module))
+        return rec if rec is not None and rec.model is module else None
+
+    def stream(self, rec: ModelRecord, phase: str) -> Stream:
+        what = {TRAINING: "training batches", VALIDATION: "validation batches",
+                EVALUATION: "evaluation batches", PREDICTION: "prediction inputs"}[phase]
+        if rec.framework == "keras":
+            call = {TRAINING: "model.fit", VALIDATION: "model.fit validation",
+                    EVALUATION: "model.evaluate", PREDICTION: "model.predict"}[phase]
+        else:
+            call = {TRAINING: "model(x) with gradients, model.train()",
+                    EVALUATION: "model(x) without gradients or in model.eval()"}.get(phase, phase)
+        return rec.stream(phase, self.script_name, f"{what} ({call}) in {self.script_name}")
+
+    def keras_forward_done(self, module, output, depth: int) -> None:
+        if self._keras is not None:
+            self._keras.forward_done(module, output, depth)
+
+    # ---- saving and loading --------------------------------------------------------------
+    def on_saved(self, rec: ModelRecord, path: str) -> None:
+        self.saved[path] = rec
+        if path not in rec.saved_to:
+            rec.saved_to.append(path)
+        training = self._training_arrays(rec)
+        if training is None:
+            return
+        meta = {
+            "framework": rec.framework,
+            "layout": rec.layout,
+            "saved_by": self.script_name,
+            "model": type(rec.model).__name__,
+            "loss": rec.compile.get("loss") if rec.framework == "keras" else rec.loss_name,
+            "compile": rec.compile,
+            "fits": rec.fits,
+            "steps": rec.steps,
+            "training": training["summary"],
+            "validation": training.get("val_summary"),
+        }
+        arrays = {"train_x": training["x"], "train_y": training["y"],
+                  "val_x": training.get("val_x"), "val_y": training.get("val_y")}
+        written = sidecar.write(path, meta, arrays)
+        self.sidecars_written += [p for p in written if p not in self.sidecars_written]
+
+    def on_loaded(self, model, path: str, framework: str) -> None:
+        rec = self._by_id.get(id(model))
+        if rec is None or rec.model is not model:
+            rec = self._new_record(model, framework)
+        rec.loaded_from = path
+        source = self.saved.get(path)
+        if source is not None and source is not rec:
+            rec.source = source
+            return
+        rec.sidecar, rec.sidecar_note = sidecar.read(path)
+
+    # ---- what was captured, for diagnose -------------------------------------------------
+    def _training_arrays(self, rec: ModelRecord) -> dict | None:
+        """The training (and validation) samples of a record: as fed, or from fit()'s arrays."""
+        streams = sorted(rec.streams_of(TRAINING), key=lambda s: s.kept, reverse=True)
+        out: dict[str, Any] = {}
+        s = next((s for s in streams if s.labelled), None)
+        fallback = rec.fit_arrays
+        if s is not None and (fallback is None or s.kept >= min(MIN_STREAM_SAMPLES,
+                                                                len(fallback[0]))):
+            out.update(x=s.x, y=s.y, summary=s.summary())
+        elif fallback is not None:
+            out.update(x=fallback[0], y=fallback[1],
+                       summary={"phase": TRAINING, "source": "arrays given to model.fit",
+                                "kept": int(len(fallback[0])), "layout": rec.layout,
+                                "sample_shape": list(np.shape(fallback[0])[1:]),
+                                "dtype": str(np.asarray(fallback[0]).dtype)})
+        else:
+            return None
+        vs = sorted((v for v in rec.streams_of(VALIDATION) if v.labelled),
+                    key=lambda v: v.kept, reverse=True)
+        if vs:
+            out.update(val_x=vs[0].x, val_y=vs[0].y, val_summary=vs[0].summary())
+        elif rec.fit_val_arrays is not None:
+            out.update(val_x=rec.fit_val_arrays[0], val_y=rec.fit_val_arrays[1])
+        return out
+
+    def groups(self) -> list[dict]:
+        """Each trained model with the evaluation inputs that reached it (or its saved copy)."""
+        out = []
+        for rec in self.records:
+            if not rec.trained or rec.source is not None:
+                continue
+            evals = [(rec, s) for s in rec.streams_of(*EVAL_PHASES)]
+            for other in self.records:
+                if other.source is rec:
+                    evals += [(other, s) for s in other.streams_of(*EVAL_PHASES)]
+            out.append({"trained": rec, "model": rec.model, "evals": evals, "sidecar": None})
+        for rec in self.records:
+            if rec.loaded_from and rec.source is None and rec.sidecar is not None \
+                    and not rec.trained:
+                evals = [(rec, s) for s in rec.streams_of(*EVAL_PHASES)]
+                out.append({"trained": None, "model": rec.model, "evals": evals,
+                            "sidecar": rec.sidecar, "loaded": rec})
+        return out
+
+    def primary(self) -> dict:
+        groups = self.groups()
+        with_eval = [g for g in groups if g["evals"]]
+        if with_eval:
+            return with_eval[-1]
+        if groups:
+            return groups[-1]
+        loaded = [r for r in self.records if r.loaded_from]
+        if loaded:
+            r = loaded[-1]
+            raise NothingToDiagnose(
+                f"{r.script} loaded {os.path.basename(r.loaded_from)}, but nothing records how it "
+                f"was trained ({r.sidecar_note}): run the training script under cnndoctor too, "
+                f"e.g. cnndoctor run train.py {r.script}")
+        ran = [s for s in self.scripts if s.status != "not run"]
+        names = ", ".join(os.path.basename(s.path) for s in ran) or "the script"
+        if any(s.status in ("error", "exit") for s in ran):
+            raise NothingToDiagnose(
+                f"{names} stopped with an error before any model was trained (see above)")
+        raise NothingToDiagnose(
+            f"{names} never trained a model: no Keras model.fit() call and no PyTorch optimizer "
+            f"step on a module was seen (is the training behind an `if __name__ == '__main__'` "
+            f"that another entry point guards, or in a subprocess?)")
+
+    def diagnose_kwargs(self) -> dict:
+        """The arguments for ``cnndoctor.diagnose`` (captured data included)."""
+        g = self.primary()
+        trained: ModelRecord | None = g["trained"]
+        model = g["model"]
+        framework = trained.framework if trained else g["loaded"].framework
+        kwargs: dict[str, Any] = {}
+        training_info: dict[str, Any] = {}
+        if trained is not None:
+            arrays = self._training_arrays(trained)
+            if arrays is None:
+                raise NothingToDiagnose(self._no_labels_reason(trained))
+            kwargs["train"] = (arrays["x"], arrays["y"])
+            if arrays.get("val_x") is not None:
+                kwargs["val"] = (arrays["val_x"], arrays["val_y"])
+            training_info.update(
+                source=f"this session ({trained.script})", stream=arrays["summary"],
+                validation=arrays.get("val_summary"), fits=trained.fits, steps=trained.steps,
+                loss=(trained.compile.get("loss") if framework == "keras"
+                      else trained.loss_name))
+            if framework == "torch":
+                kwargs["loss"] = trained.loss
+                kwargs["optimizer"] = trained.optimizer
+            fit = trained.fits[-1] if trained.fits else {}
+            kwargs["batch_size"] = fit.get("batch_size") or self._batch_size(trained)
+            kwargs["epochs"] = fit.get("epochs")
+        else:
+            sc = g["sidecar"]
+            arr = sc["arrays"]
+            if "train_x" not in arr or "train_y" not in arr:
+                raise NothingToDiagnose(f"the training record {sc['path']} holds no samples")
+            kwargs["train"] = (arr["train_x"], arr["train_y"])
+            if "val_x" in arr and "val_y" in arr:
+                kwargs["val"] = (arr["val_x"], arr["val_y"])
+            training_info.update(
+                source=f"{os.path.basename(sc['path'])} (saved by {sc.get('saved_by')} on "
+                       f"{sc.get('written')})",
+                stream=sc.get("training"), validation=sc.get("validation"),
+                fits=sc.get("fits") or [], steps=sc.get("steps"), loss=sc.get("loss"))
+            fit = (sc.get("fits") or [{}])[-1]
+            kwargs["batch_size"] = fit.get("batch_size")
+            kwargs["epochs"] = fit.get("epochs")
+            if framework == "torch":
+                kwargs["loss"] = _torch_loss_from_name(sc.get("loss"))
+        evaluation = self._pick_evaluation(g["evals"], trained)
+        if evaluation is not None:
+            rec, s = evaluation
+            kwargs["evaluate"] = (s.x, s.y) if s.labelled else s.x
+        captured = {
+            "session": True,
+            "framework": framework,
+            "scripts": [r.to_dict() for r in self.scripts],
+            "errors": [dict(r.error) for r in self.scripts if r.error],
+            "training": training_info,
+            "evaluation": [self._eval_capture(*evaluation)] if evaluation else [],
+            "other_evaluations": [self._eval_capture(r, s) for r, s in g["evals"]
+                                  if evaluation is None or s is not evaluation[1]],
+            "torch": self._torch_capture(trained, g["evals"]) if framework == "torch" else None,
+            "sidecars_written": list(self.sidecars_written),
+            "notes": list(self.notes),
+        }
+        kwargs["captured"] = captured
+        kwargs["model"] = model
+        return kwargs
+
+    def _no_labels_reason(self, rec: ModelRecord) -> str:
+        if rec.framework == "torch":
+            return ("the training batches were seen, but not their labels: no loss module or "
+                    "function (nn.CrossEntropyLoss, F.cross_entropy, ...) was applied to the "
+                    "model's output right after the forward pass")
+        return "the training data given to model.fit could not be read (no labels were seen)"
+
+    @staticmethod
+    def _batch_size(rec: ModelRecord) -> int | None:
+        s = next(iter(rec.streams_of(TRAINING)), None)
+        return int(s.xs[0].shape[0]) if s is not None and s.xs and s.select is None else None
+
+    @staticmethod
+    def _pick_evaluation(evals, trained):
+        """The evaluation inputs to compare: those of a separate evaluation script first."""
+        if not evals:
+            return None
+
+        def key(item):
+            rec, s = item
+            separate = rec is not trained
+            return (separate, s.labelled, s.phase == PREDICTION, s.kept)
+
+        return max(evals, key=key)
+
+    @staticmethod
+    def _eval_capture(rec: ModelRecord, s: Stream) -> dict:
+        return {
+            "name": f"{s.phase} in {s.source.rsplit(' in ', 1)[-1]}",
+            "phase": s.phase,
+            "source": s.source,
+            "model": rec.label,
+            "loaded_from": rec.loaded_from,
+            "summary": s.summary(),
+            "outputs": s.outputs,
+            "labels": s.y,
+            "labels_captured": s.labelled,
+            "evaluate_results": [e.get("result") for e in rec.evaluations if e.get("result")],
+        }
+
+    def _torch_capture(self, rec: ModelRecord | None, evals) -> dict | None:
+        if rec is None:
+            return None
+        eval_calls = sum(s.notes.get("calls", 0) for _, s in evals)
+        train_mode = sum(s.notes.get("calls_in_training_mode", 0) for _, s in evals)
+        mods = list(rec.model.modules())
+        torch = sys.modules["torch"]
+        dropout = [n for n, m in rec.model.named_modules()
+                   if isinstance(m, torch.nn.modules.dropout._DropoutNd)]
+        norm = [n for n, m in rec.model.named_modules()
+                if isinstance(m, torch.nn.modules.batchnorm._NormBase)]
+        return {
+            "optimizer": type(rec.optimizer).__name__ if rec.optimizer is not None else None,
+            "optimizer_steps": rec.steps,
+            "zero_grad_calls": rec.zero_grad_calls,
+            "grad_checks": rec.grad_checks,
+            "stale_grad_steps": rec.stale_grad_steps,
+            "sentinel_parameter": rec.sentinel_name,
+            "grad_norms": list(rec.grad_norms),
+            "loss": rec.loss_name,
+            "eval_calls": eval_calls,
+            "eval_calls_in_training_mode": train_mode,
+            "eval_sources": [s.source for _, s in evals],
+            "dropout_modules": dropout,
+            "norm_modules": norm,
+            "modules": len(mods),
+        }
+
+
+def _torch_loss_from_name(name: str | None):
+    if not name:
+        return None
+    import torch
+
+    if name.startswith("F."):
+        return getattr(torch.nn.functional, name[2:], None)
+    cls = getattr(torch.nn, name, None)
+    try:
+        return cls() if cls is not None else None
+    except TypeError:
+        return None
+
+
+def _keras_layout() -> str:
+    try:
+        import keras
+
+        return keras.config.image_data_format()
+    except Exception:  # pragma: no cover
+        return "channels_last"
+
+
+class _AfterImport(importlib.abc.MetaPathFinder):
+    """Call ``callback`` right after ``name`` is imported (to instrument keras only if used)."""
+
+    def __init__(self, name: str, callback):
+        self.name, self.callback, self.busy = name, callback, False
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != self.name or self.busy:
+            return None
+        self.busy = True
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            self.busy = False
+        if spec is None or spec.loader is None:
+            return spec
+        spec.loader = _CallbackLoader(spec.loader, self.callback)
+        return spec
+
+
+class _CallbackLoader(importlib.abc.Loader):
+    def __init__(self, loader, callback):
+        self.loader, self.callback = loader, callback
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        self.loader.exec_module(module)
+        self.callback()
+
+    def __getattr__(self, name):
+        return getattr(self.loader, name)
