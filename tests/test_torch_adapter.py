@@ -344,6 +344,14 @@ def test_users_model_is_untouched(model_factory, training):
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
 
 
+@pytest.mark.parametrize("model_factory", [FunctionalNet, DataDependent])
+def test_users_hooks_do_not_fire_and_stay_registered(model_factory):
+    model, calls = model_factory(), []
+    model.fc.register_forward_hook(lambda module, inputs, output: calls.append(output.shape))
+    describe_torch(model, example=images())
+    assert calls == [] and len(model.fc._forward_hooks) == 1
+
+
 def test_example_array_is_not_modified_by_an_in_place_forward():
     class InPlace(nn.Module):
         def __init__(self):

@@ -83,6 +83,7 @@ def describe_torch(model: nn.Module, loss: Any = None, example: Any = None) -> M
                      "symbolically, never run: layer shapes are unknown.")
     if work is not None:
         work.eval()
+        _drop_user_hooks(work)
 
     args = None
     if work is not None and example is not None:
@@ -132,6 +133,25 @@ def describe_torch(model: nn.Module, loss: Any = None, example: Any = None) -> M
     return ModelGraph(framework="torch", name=type(model).__name__, layers=layers,
                       input_shape=input_shape, data_format="channels_first", loss=loss_info,
                       notes=notes)
+
+
+def _drop_user_hooks(work: nn.Module) -> None:
+    """Remove the user's forward hooks from the copy, so that running it cannot reach their state.
+
+    A deep copy keeps the hooks, and a hook's closure may append to the user's lists or log to
+    their files. Hooks that torch itself installs (old-style weight_norm computes the weight in
+    one) are kept, since forward needs them.
+    """
+    for m in work.modules():
+        for hooks, flags in ((m._forward_pre_hooks, ("_forward_pre_hooks_with_kwargs",)),
+                             (m._forward_hooks, ("_forward_hooks_with_kwargs",
+                                                 "_forward_hooks_always_called"))):
+            for hook_id, hook in list(hooks.items()):
+                owner = getattr(hook, "__module__", None) or type(hook).__module__
+                if not str(owner).startswith("torch."):
+                    del hooks[hook_id]
+                    for flag in flags:
+                        getattr(m, flag, {}).pop(hook_id, None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -348,6 +368,8 @@ _SHAPE_FNS = {"flatten", "unflatten", "view", "view_as", "reshape", "reshape_as"
 #: Calls that return the same numbers in another dtype, device or memory layout.
 _CAST_FNS = {"float", "double", "half", "bfloat16", "to", "type", "type_as", "contiguous",
              "clone", "detach", "cpu", "cuda", "requires_grad", "long", "int", "getattr_value"}
+#: Tensor attributes that are tensors again (fx records ``x.T`` as ``getattr(x, "T")``).
+_TENSOR_ATTRIBUTES = {"T", "mT", "H", "mH", "data", "real"}
 #: Calls whose result describes a tensor instead of computing from it.
 _META_FNS = {"size", "dim", "numel", "nelement", "ndimension", "item", "tolist", "getattr",
              "len", "is_contiguous", "get_device", "stride", "data_ptr", "element_size"}
@@ -588,10 +610,13 @@ class _Builder:
         if not data:
             self.store(key, self._derived(ops, out_shape), obj)
             return
-        if out_is_tensor is False or canon in _META_FNS:
+        first = data[0][1]
+        if canon == "getattr" and (out_is_tensor or (out_is_tensor is None and len(args) > 1
+                                                     and args[1] in _TENSOR_ATTRIBUTES)):
+            canon = "getattr_value"  # x.T, x.data: the same numbers, a pass-through
+        elif out_is_tensor is False or canon in _META_FNS:
             self.store(key, _Value(META), obj)
             return
-        first = data[0][1]
         if out_tuple is None:
             out_tuple = canon in _TUPLE_FNS or bool(kwargs.get("return_indices")) or (
                 canon in ("max", "min", "median", "mode", "kthvalue")
@@ -1175,23 +1200,25 @@ def _scan_callable(fn: Any, depth: int, seen: set) -> tuple[list, set]:
             transforms.add(name)
         by_token = _loss_by_token(name) if name in _LOSS_TOKENS else None
         if by_token is not None:
-            if all(k is not by_token[0] for k, _ in found):
-                found.append(by_token)
+            _add_loss(found, by_token)
             continue
         target = _resolve_name(fn, name)
-        if target is None or isinstance(target, (types.ModuleType, type)) and _loss_of_object(
-                target) is None:
-            continue
-        if isinstance(target, (types.ModuleType, int, float, str, bool)):
-            continue
-        if callable(target) and (isinstance(target, nn.Module) or inspect.isroutine(target)
-                                 or isinstance(target, (functools.partial, type))):
-            inner, inner_t = _scan_callable(target, depth + 1, seen)
-            for item in inner:
-                if all(k is not item[0] for k, _ in found):
-                    found.append(item)
-            transforms |= inner_t
-    return found, transforms
+        followable = isinstance(target, (nn.Module, functools.partial)) or inspect.isroutine(
+            target) or (isinstance(target, type) and _loss_of_object(target) is not None)
+        if not followable:
+            continue  # modules (torch, F), numbers, strings, unrelated classes
+        inner, inner_transforms = _scan_callable(target, depth + 1, seen)
+        for item in inner:
+            _add_loss(found, item)
+        transforms |= inner_transforms
+    # A function that computes no loss says nothing about the loss's input: a loss that also
+    # reads the model (weight decay by hand) must not pick up the softmax inside model.forward.
+    return found, (transforms if found else set())
+
+
+def _add_loss(found: list, item: tuple) -> None:
+    if all(kind is not item[0] for kind, _ in found):
+        found.append(item)
 
 
 #: Exact names that identify a loss when they appear in a function's code.
