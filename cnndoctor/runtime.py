@@ -509,6 +509,10 @@ def _torch_optimizer_for(model: Any, optimizer: Any, lr: float | None):
     if optimizer is None:
         opt = torch.optim.Adam([p for p in params if p.requires_grad], lr=1e-3 if lr is None else lr)
         return opt
+    if isinstance(optimizer, str):  # "adam", "sgd", "rmsprop", "adamw"
+        names = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop,
+                 "adamw": torch.optim.AdamW, "adagrad": torch.optim.Adagrad}
+        optimizer = names.get(optimizer.lower(), torch.optim.Adam)
     if isinstance(optimizer, type):  # an optimizer class
         return optimizer([p for p in params if p.requires_grad],
                          **({} if lr is None else {"lr": lr}))
@@ -619,8 +623,9 @@ def fit(model: Any, x: Any, y: Any, *, loss: Any = None, optimizer: Any = None, 
         batch_size: int = 32, seed: int = 0, lr: float | None = None, val: tuple | None = None,
         augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
         max_steps: int | None = None, max_seconds: float | None = None,
-        on_step: Callable[[StepInfo], Any] | None = None, lr_schedule: Callable[[int], float] | None = None,
-        ) -> dict:
+        on_step: Callable[[StepInfo], Any] | None = None,
+        lr_schedule: Callable[[int], float] | None = None,
+        forward_context: Callable[[int], Any] | None = None) -> dict:
     """Train ``model`` in place (callers pass a ``clone``) and return its history.
 
     ``loss``/``optimizer`` are the user's: for Keras, None means the model's ``compile()``
@@ -628,7 +633,9 @@ def fit(model: Any, x: Any, y: Any, *, loss: Any = None, optimizer: Any = None, 
     model's parameters with the same class, settings and per-group learning rates. ``lr``
     overrides the learning rate; ``lr_schedule(step) -> lr`` sets it before every step (range
     tests). ``augment(x_batch, rng)`` transforms training batches. ``on_step(StepInfo)`` runs
-    after each backward pass; returning True stops. Training also stops at the first non-finite
+    after each backward pass; returning True stops. ``forward_context(step)`` returns a context
+    manager wrapped around that step's forward pass (recorders switch on there). Training also
+    stops at the first non-finite
     loss, after ``max_steps`` updates or ``max_seconds``.
 
     Returns ``{"loss": per step, "epoch_loss", "acc" (running training accuracy per epoch),
@@ -671,7 +678,11 @@ def fit(model: Any, x: Any, y: Any, *, loss: Any = None, optimizer: Any = None, 
                     if lr_schedule is not None:
                         _set_lr(trainer, float(lr_schedule(step)))
                     xin = _as_input(model, framework, xb)
-                    out = trainer.forward(xin)
+                    if forward_context is not None:
+                        with forward_context(step):
+                            out = trainer.forward(xin)
+                    else:
+                        out = trainer.forward(xin)
                     if n_out is None:
                         n_out = int(out.shape[-1]) if out.dim() >= 2 else 1
                     yb_int = None if y_int is None else y_int[idx]
@@ -795,11 +806,15 @@ def _reseed_keras_generators(model: Any, seed: int) -> None:
                 pass
 
 
-def loss_on(model: Any, x: Any, y: Any, *, loss: Any = None, batch_size: int = 256) -> float:
-    """The mean loss of ``model`` on (x, y) in inference mode, with the user's loss."""
+def loss_on(model: Any, x: Any, y: Any, *, loss: Any = None, batch_size: int = 256,
+            outputs: np.ndarray | None = None) -> float:
+    """The mean loss of ``model`` on (x, y) in inference mode, with the user's loss.
+
+    ``outputs``: the model's raw outputs for ``x`` when already computed (saves a pass).
+    """
     torch = _torch()
     framework = framework_of(model)
-    out = predict(model, x, batch_size=batch_size)
+    out = outputs if outputs is not None else predict(model, x, batch_size=batch_size)
     n_out = out.shape[-1] if out.ndim >= 2 else 1
     if framework == "keras":
         loss_obj = loss if loss is not None else getattr(model, "loss", None)

@@ -1,0 +1,521 @@
+"""Training findings: what the probes saw when a copy of the model trained.
+
+Reads ``ev.probes["train" | "overfit_batch" | "lr_range" | "seeds" | "init"]`` (filled by
+``cnndoctor/probes/training.py``) and judges. Every threshold below was calibrated on the
+reference cases (``cnndoctor.cases``): the healthy variants, over several seeds and both
+frameworks, must pass every check here, and the broken ones must show what CASES.md says.
+The measured figures are in ``docs/calibration.md``-style comments next to each constant.
+"""
+from __future__ import annotations
+
+import math
+
+from . import Finding, Fix, Passed, Skipped, register, snippet
+
+# ---------------------------------------------------------------------------------------------
+# Thresholds
+
+#: no-learning: the mean loss of the last tenth of the probe's steps differs from the first
+#: tenth's by less than this share. Case 2 (double softmax on 0-255 inputs, SGD 1e-3): 3e-4 over
+#: 100 epochs (CASES.md); healthy reference cases drop by 20-95 % within the quick probe.
+NO_LEARNING_LOSS_CHANGE = 0.01
+#: ... and it takes at least this many steps to say so.
+MIN_STEPS = 20
+#: loss-plateau: the final loss within this share of ln(C), and never below (1 - this share) of
+#: it during the run: the model predicts the uniform distribution (chance level).
+PLATEAU_BAND = 0.05
+#: dead-relu on hidden layers: share of units never active over the recorded window. A healthy
+#: ReLU layer keeps a few percent dead at most (healthy reference cases: 0-12 %); warning from
+#: 50 %, error from 90 % (the layer barely passes anything on).
+DEAD_WARN = 0.5
+DEAD_ERROR = 0.9
+#: vanishing-gradient: RMS gradient of the first weighted layer below this share of the last
+#: one's. Healthy reference cases stay within 0.05-5x (measured); 1e-3 is three decades below.
+VANISHING_RATIO = 1e-3
+#: ... or every gradient is this small relative to its weights (nothing can move at any sane
+#: learning rate: update ratios of ~1e-3 per step need gradients near the weights' scale).
+VANISHING_ABSOLUTE = 1e-7
+#: exploding-gradient: the total gradient norm grows by this factor from the first recorded
+#: steps to the last ones (healthy cases: gradients shrink or grow less than 10x).
+EXPLODING_GROWTH = 100.0
+#: lr range test: a sweep is conclusive when the smoothed loss falls by at least this share
+#: somewhere (else the test says nothing about the learning rate).
+LR_RANGE_MIN_FALL = 0.05
+#: lr-too-low: the user's learning rate is this many times below the rate where the range test's
+#: loss falls fastest, and the short run's loss fell by less than LR_LOW_MAX_PROGRESS.
+LR_LOW_FACTOR = 100.0
+LR_LOW_MAX_PROGRESS = 0.2
+#: lr-too-high: the user's rate is at or above the rate where the range test diverged (error),
+#: or above the rate of the lowest loss while the short run did not improve (warning).
+#: cannot-overfit-batch: accuracy on the 16-sample batch after the test (Karpathy's recipe
+#: expects a perfect fit; every healthy reference case fits it within 30 Adam steps).
+OVERFIT_MIN_ACCURACY = 1.0
+#: seed-instability: standard deviation of validation accuracy across seeds (in accuracy units),
+#: and the p-value of the chi-square test against binomial sampling noise. Healthy reference
+#: cases: std <= 0.04 after the probe's short runs; case 1 broken: 0.10-0.20.
+SEED_STD_WARN = 0.05
+SEED_STD_ERROR = 0.10
+SEED_P_MAX = 0.001
+#: overfitting: training minus validation accuracy at the end of the run, growing by at least
+#: OVERFIT_GAP_GROWTH since the first epoch.
+OVERFIT_GAP = 0.15
+OVERFIT_GAP_GROWTH = 0.05
+
+AREA = "training"
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def _g(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3g}"
+
+
+def _rel_change(first: float | None, last: float | None) -> float | None:
+    if first is None or last is None:
+        return None
+    return abs(first - last) / max(abs(first), 1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# nan-loss
+
+
+@register("nan-loss", AREA, needs=("probe:train",))
+def check_nan(ev):
+    tr = ev.probes["train"]
+    step = tr.get("nonfinite_step")
+    grad_step = tr.get("nonfinite_grad_step")
+    weights_ok = tr.get("weight_change", {}).get("finite", True)
+    if step is None and grad_step is None and weights_ok:
+        return [Passed("nan-loss", f"loss, gradients and weights stayed finite over "
+                                   f"{tr['steps']} probe steps", {"steps": tr["steps"]})]
+    where = (f"the loss became {_g(tr['history']['loss'][step])} at step {step + 1}"
+             if step is not None else
+             f"gradients became infinite/NaN at step {grad_step + 1}" if grad_step is not None
+             else "weights became NaN/infinite")
+    return [Finding(
+        code="nan-loss", area=AREA, severity="error",
+        title=f"training produces NaN or infinite values: {where}",
+        explanation=("Once a NaN or infinity enters the weights, every later prediction is NaN and "
+                     "training cannot recover. Usual causes: a learning rate so high that the "
+                     "weights blow up, inputs far from unit scale, log of zero in a loss fed "
+                     "probabilities that reach 0."),
+        evidence={"nonfinite_loss_step": step, "nonfinite_gradient_step": grad_step,
+                  "weights_finite": weights_ok, "loss_first": tr.get("loss_first"),
+                  "loss_max": tr.get("loss_max"), "optimizer": tr.get("optimizer")},
+        fix=Fix("lower the learning rate (see the range test), normalize the inputs, and "
+                "clip gradients",
+                snippet(ev, keras="optimizer = keras.optimizers.Adam(1e-3, clipnorm=1.0)",
+                        torch="torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  "
+                              "# before optimizer.step()")))]
+
+
+# ---------------------------------------------------------------------------------------------
+# no-learning and loss-plateau
+
+
+@register("no-learning", AREA, needs=("probe:train",))
+def check_no_learning(ev):
+    tr = ev.probes["train"]
+    if tr["steps"] < MIN_STEPS or tr.get("nonfinite_step") is not None:
+        return [Skipped("no-learning", f"the probe ran {tr['steps']} finite steps; "
+                                       f"{MIN_STEPS} are needed")]
+    change = _rel_change(tr["loss_first"], tr["loss_last"])
+    wc = tr.get("weight_change", {})
+    figures = {"loss_first": tr["loss_first"], "loss_last": tr["loss_last"],
+               "loss_relative_change": change, "weight_relative_change": wc.get("relative"),
+               "weight_max_abs_change": wc.get("max_abs"), "steps": tr["steps"],
+               "optimizer": tr.get("optimizer")}
+    if change is None or change >= NO_LEARNING_LOSS_CHANGE:
+        return [Passed("no-learning", f"the loss moved from {_g(tr['loss_first'])} to "
+                                      f"{_g(tr['loss_last'])} ({_pct(change)}) over "
+                                      f"{tr['steps']} steps", figures)]
+    per_layer = wc.get("per_layer") or {}
+    return [Finding(
+        code="no-learning", area=AREA, severity="error",
+        title=(f"the model does not learn: loss {_g(tr['loss_first'])} -> {_g(tr['loss_last'])} "
+               f"over {tr['steps']} steps, weights changed by {_pct(wc.get('relative'))}"),
+        explanation=("Training a copy with your loss, optimizer and batch size left the loss where "
+                     "it started, and the weights barely moved. Gradients are not reaching the "
+                     "weights, or they are too small for the learning rate: look at the causes "
+                     "listed above (a softmax applied twice, inputs in 0-255, dead units, a "
+                     "learning rate far too small)."),
+        evidence={**figures, "weight_change_per_layer": per_layer,
+                  "loss_curve": "figures.loss_curve"},
+        fix=Fix("fix the root cause ranked above; then confirm that the loss falls in the first "
+                "epoch", snippet(ev, keras="model.fit(x, y, epochs=1)  # loss must fall",
+                                 torch="# print the loss every few steps: it must fall")))]
+
+
+@register("loss-plateau", AREA, needs=("probe:train",))
+def check_plateau(ev):
+    tr = ev.probes["train"]
+    ln_c = tr.get("ln_c")
+    if ln_c is None or tr["steps"] < MIN_STEPS or tr.get("loss_last") is None:
+        return [Skipped("loss-plateau", "needs a finite probe run of a classifier with 2+ classes")]
+    last, low = tr["loss_last"], tr.get("loss_min")
+    near = abs(last - ln_c) / ln_c <= PLATEAU_BAND
+    never_below = low is not None and low >= (1 - PLATEAU_BAND) * ln_c
+    figures = {"loss_last": last, "loss_min": low, "ln_c": ln_c, "steps": tr["steps"],
+               "band": PLATEAU_BAND}
+    if not (near and never_below):
+        return [Passed("loss-plateau", f"the loss left the chance level ln(C) = {ln_c:.3g}: "
+                                       f"lowest {_g(low)}, last {_g(last)}", figures)]
+    return [Finding(
+        code="loss-plateau", area=AREA, severity="error",
+        title=f"the loss stays at chance level: {_g(last)} vs ln({tr['num_classes']}) = {ln_c:.3g}",
+        explanation=(f"A loss of ln(C) = {ln_c:.3g} is what a model gets by predicting every class "
+                     f"with the same probability. The loss never went below "
+                     f"{100 * (1 - PLATEAU_BAND):.0f}% of that in {tr['steps']} steps: the model "
+                     f"has learnt nothing about the images."),
+        evidence=figures,
+        fix=Fix("fix the root cause ranked above (softmax/loss pairing, input scale, dead units, "
+                "learning rate)", "")),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# dead-relu
+
+
+@register("dead-relu", AREA, needs=("probe:train",))
+def check_dead_relu(ev):
+    tr = ev.probes["train"]
+    layers = tr.get("relu") or []
+    if not layers:
+        return [Skipped("dead-relu", "no ReLU was seen during the probe run")]
+    logits = tr.get("logits_relu")
+    bad = []
+    for entry in layers:
+        is_logits = logits is not None and entry["layer"].split("#")[0] == logits
+        dead, share = entry["dead_units"], entry["dead_share"]
+        if is_logits and dead >= 1:
+            bad.append((entry, "error", True))
+        elif not is_logits and share >= DEAD_ERROR:
+            bad.append((entry, "error", False))
+        elif not is_logits and share >= DEAD_WARN:
+            bad.append((entry, "warning", False))
+    summary = {e["layer"]: {"dead_units": e["dead_units"], "units": e["units"],
+                            "dead_share": round(e["dead_share"], 4),
+                            "active_share": round(e["active_share"], 4)} for e in layers}
+    if not bad:
+        worst = max(layers, key=lambda e: e["dead_share"])
+        return [Passed("dead-relu", f"{len(layers)} ReLU layer(s): at most {_pct(worst['dead_share'])}"
+                                    f" of units dead ({worst['layer']}) over the last "
+                                    f"{worst['window_batches']} recorded batches", summary)]
+    severity = "error" if any(s == "error" for _, s, _ in bad) else "warning"
+    parts = []
+    for e, _, is_logits in bad:
+        what = "output units (classes)" if is_logits else "units"
+        parts.append(f"{e['layer']}: {e['dead_units']} of {e['units']} {what} dead")
+    any_logits = any(is_logits for _, _, is_logits in bad)
+    explanation = ("A ReLU unit that outputs 0 for every input gets no gradient, so it never "
+                   "comes back: the layer has lost that capacity for good. ")
+    if any_logits:
+        explanation += ("Here it happens on the logits: each dead output unit is a class whose "
+                        "score is stuck at 0, so the model can only ever predict the surviving "
+                        "classes, and which classes die depends on the random initialisation. ")
+    explanation += ("Dead units come from a ReLU where none belongs (on the logits), inputs far "
+                    "from unit scale, or a learning rate that throws the weights too far.")
+    return [Finding(
+        code="dead-relu", area=AREA, severity=severity,
+        title="dead ReLU units: " + "; ".join(parts),
+        explanation=explanation,
+        evidence={"layers": summary,
+                  "dead_layers": [{"layer": e["layer"], "dead_units": e["dead_units"],
+                                   "units": e["units"], "dead_share": e["dead_share"],
+                                   "dead_unit_indices": e["dead_unit_indices"],
+                                   "logits_layer": is_logits,
+                                   "window_batches": e["window_batches"]}
+                                  for e, _, is_logits in bad],
+                  "window": "never active on any sample of the last recorded batches",
+                  "steps": tr["steps"]},
+        fix=Fix(("remove the ReLU from the logits (softmax needs linear logits)" if any_logits
+                 else "normalize the inputs, lower the learning rate, or use He initialisation "
+                      "/ LeakyReLU"),
+                snippet(ev, keras=("keras.layers.Dense(n_classes)  # no activation before the "
+                                   "softmax" if any_logits else
+                                   "keras.layers.LeakyReLU(negative_slope=0.01)  # or normalize"),
+                        torch=("return self.fc(x)  # linear logits, no F.relu" if any_logits else
+                               "nn.LeakyReLU(0.01)  # or normalize the inputs"))))]
+
+
+# ---------------------------------------------------------------------------------------------
+# vanishing / exploding gradients
+
+
+def _weighted_grads(ev, tr):
+    """Gradient rows of layers with weights, in execution order when the graph knows it."""
+    rows = [r for r in tr.get("gradients") or [] if r.get("grad_rms_median") is not None]
+    order = {layer.name: i for i, layer in enumerate(ev.graph.layers)}
+    rows.sort(key=lambda r: order.get(r["layer"], len(order)))
+    return rows
+
+
+@register("vanishing-gradient", AREA, needs=("probe:train",))
+def check_vanishing(ev):
+    tr = ev.probes["train"]
+    rows = _weighted_grads(ev, tr)
+    if len(rows) < 1:
+        return [Skipped("vanishing-gradient", "no gradient was recorded")]
+    first, last = rows[0], rows[-1]
+    ratio = (first["grad_rms_median"] / last["grad_rms_median"]
+             if last["grad_rms_median"] else None)
+    rel = [(r["grad_norm_median"] or 0.0) / (r["weight_norm"] or 1e-12) for r in rows]
+    figures = {"first_layer": first["layer"], "last_layer": last["layer"],
+               "first_grad_rms": first["grad_rms_median"], "last_grad_rms": last["grad_rms_median"],
+               "first_to_last_ratio": ratio, "max_grad_to_weight": max(rel) if rel else None,
+               "per_layer": {r["layer"]: r["grad_rms_median"] for r in rows}}
+    everywhere = rel and max(rel) < VANISHING_ABSOLUTE
+    early = len(rows) >= 2 and ratio is not None and ratio < VANISHING_RATIO
+    if not (everywhere or early):
+        return [Passed("vanishing-gradient",
+                       f"gradient RMS of the first weighted layer is {_g(ratio)}x the last one's",
+                       figures)]
+    if everywhere:
+        title = (f"gradients vanish everywhere: at most {_g(max(rel))} of the weights' norm "
+                 f"in every layer")
+    else:
+        title = (f"gradients vanish before the early layers: {first['layer']} gets "
+                 f"{_g(ratio)}x the gradient of {last['layer']}")
+    return [Finding(
+        code="vanishing-gradient", area=AREA, severity="error",
+        title=title,
+        explanation=("The gradients that reach the weights are so small that no learning rate "
+                     "could move them usefully: saturated activations (a softmax fed huge "
+                     "values, sigmoids/tanh pinned at their limits), a softmax applied twice, or "
+                     "dead units block the signal on its way back."),
+        evidence=figures,
+        fix=Fix("fix the saturating step (normalize inputs, linear logits into the loss); "
+                "use ReLU and He initialisation, batch normalization or residual connections",
+                snippet(ev, keras="keras.layers.BatchNormalization()  # after conv layers",
+                        torch="nn.BatchNorm2d(channels)  # after conv layers")))]
+
+
+@register("exploding-gradient", AREA, needs=("probe:train",))
+def check_exploding(ev):
+    tr = ev.probes["train"]
+    norms = [v for v in tr.get("total_grad_norm") or []]
+    if len(norms) < 4:
+        return [Skipped("exploding-gradient", "too few recorded steps")]
+    k = max(1, len(norms) // 5)
+    head = [v for v in norms[:k] if math.isfinite(v)]
+    tail = norms[-k:]
+    start = float(sum(head) / len(head)) if head else None
+    end_inf = any(not math.isfinite(v) for v in tail)
+    end = float(sum(v for v in tail if math.isfinite(v)) / max(1, sum(
+        1 for v in tail if math.isfinite(v)))) if not end_inf else float("inf")
+    growth = (end / start) if start else None
+    figures = {"grad_norm_start": start, "grad_norm_end": end if math.isfinite(end) else None,
+               "growth": growth if growth is not None and math.isfinite(growth) else None,
+               "nonfinite_gradient": end_inf or tr.get("nonfinite_grad_step") is not None,
+               "recorded_steps": len(norms)}
+    if not end_inf and (growth is None or growth < EXPLODING_GROWTH):
+        return [Passed("exploding-gradient", f"total gradient norm {_g(start)} -> {_g(end)} "
+                                             f"over {tr['steps']} steps", figures)]
+    return [Finding(
+        code="exploding-gradient", area=AREA, severity="error",
+        title=(f"gradients explode: total norm {_g(start)} -> "
+               f"{'infinite' if end_inf else _g(end)} during the probe"),
+        explanation=("The gradient norm keeps growing from step to step; each update throws the "
+                     "weights further, until the loss diverges or becomes NaN. Usual causes: a "
+                     "learning rate too high for this model, unnormalized inputs, or gradients "
+                     "that are never reset between steps."),
+        evidence=figures,
+        fix=Fix("lower the learning rate and clip gradients",
+                snippet(ev, keras="keras.optimizers.Adam(1e-3, clipnorm=1.0)",
+                        torch="torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)")))]
+
+
+# ---------------------------------------------------------------------------------------------
+# learning rate
+
+
+def _lr_figures(lr):
+    return {k: lr.get(k) for k in ("user_lr", "best_lr", "steepest_lr", "diverged_lr",
+                                   "suggested_lr", "loss_start", "loss_best", "fell_share",
+                                   "optimizer", "steps")}
+
+
+def _range_usable(ev, code):
+    lr = ev.probes["lr_range"]
+    if lr.get("user_lr") is None:
+        return None, Skipped(code, "the optimizer's learning rate could not be read")
+    if not lr.get("conclusive") or (lr.get("fell_share") or 0) < LR_RANGE_MIN_FALL:
+        return None, Skipped(code, f"the learning-rate range test was inconclusive: the loss "
+                                   f"fell by {_pct(lr.get('fell_share'))} at best")
+    return lr, None
+
+
+@register("lr-too-high", AREA, needs=("probe:lr_range",))
+def check_lr_high(ev):
+    lr, skip = _range_usable(ev, "lr-too-high")
+    if skip:
+        return [skip]
+    user, diverged, best = lr["user_lr"], lr.get("diverged_lr"), lr["best_lr"]
+    figures = _lr_figures(lr)
+    tr = ev.probes.get("train") or {}
+    progress = _rel_change(tr.get("loss_first"), tr.get("loss_last")) if not tr.get(
+        "skipped") else None
+    worsened = (tr.get("nonfinite_step") is not None or (
+        tr.get("loss_last") is not None and tr.get("loss_first") is not None
+        and tr["loss_last"] > tr["loss_first"]))
+    if diverged is not None and user >= diverged:
+        severity = "error"
+    elif user > best and worsened:
+        severity = "warning"
+    else:
+        return [Passed("lr-too-high", f"learning rate {user:.3g} is below where the range test's "
+                                      f"loss stops falling ({best:.3g})", figures)]
+    return [Finding(
+        code="lr-too-high", area=AREA, severity=severity,
+        title=(f"learning rate {user:.3g} is too high: the range test's loss "
+               + (f"diverges from {diverged:.3g}" if severity == "error" else
+                  f"stops falling at {best:.3g}")),
+        explanation=("In a learning-rate range test (the rate is raised step by step while the "
+                     "loss is watched), the loss falls up to a point and then blows up. Your rate "
+                     "is past that point: updates overshoot and training is unstable or "
+                     "diverges."),
+        evidence={**figures, "probe_loss_change": progress},
+        fix=Fix(f"use a learning rate near {lr['suggested_lr']:.2g}",
+                snippet(ev, keras=f"keras.optimizers.Adam(learning_rate={lr['suggested_lr']:.2g})",
+                        torch=f"torch.optim.Adam(model.parameters(), lr={lr['suggested_lr']:.2g})")))]
+
+
+@register("lr-too-low", AREA, needs=("probe:lr_range",))
+def check_lr_low(ev):
+    lr, skip = _range_usable(ev, "lr-too-low")
+    if skip:
+        return [skip]
+    user, steep = lr["user_lr"], lr.get("steepest_lr")
+    figures = _lr_figures(lr)
+    tr = ev.probes.get("train") or {}
+    progress = None
+    if not tr.get("skipped") and tr.get("loss_first"):
+        progress = (tr["loss_first"] - tr["loss_last"]) / abs(tr["loss_first"])
+    figures["probe_loss_drop"] = progress
+    slow = progress is not None and progress < LR_LOW_MAX_PROGRESS
+    if steep is None or user * LR_LOW_FACTOR > steep or not slow:
+        return [Passed("lr-too-low", f"learning rate {user:.3g} vs the range test's steepest "
+                                     f"descent at {_g(steep)}; the probe's loss fell by "
+                                     f"{_pct(progress)}", figures)]
+    return [Finding(
+        code="lr-too-low", area=AREA, severity="warning",
+        title=(f"learning rate {user:.3g} is {steep / user:.0f}x below where the loss falls "
+               f"fastest ({steep:.2g})"),
+        explanation=("The range test shows the loss falling fastest at a much higher rate, and "
+                     "in the short run at your rate the loss barely moved: training will take "
+                     "far longer than it needs to, or seem stuck."),
+        evidence=figures,
+        fix=Fix(f"raise the learning rate to about {lr['suggested_lr']:.2g}",
+                snippet(ev, keras=f"optimizer.learning_rate = {lr['suggested_lr']:.2g}",
+                        torch=f"for g in optimizer.param_groups: g['lr'] = "
+                              f"{lr['suggested_lr']:.2g}")))]
+
+
+# ---------------------------------------------------------------------------------------------
+# overfit one batch
+
+
+@register("cannot-overfit-batch", AREA, needs=("probe:overfit_batch",))
+def check_overfit_batch(ev):
+    ob = ev.probes["overfit_batch"]
+    acc = ob.get("accuracy")
+    figures = {k: ob.get(k) for k in ("samples", "classes", "steps", "max_steps", "optimizer",
+                                      "accuracy", "loss_first", "loss_last")}
+    if acc is not None and acc >= OVERFIT_MIN_ACCURACY and not ob.get("nonfinite"):
+        return [Passed("cannot-overfit-batch", f"fitted a batch of {ob['samples']} samples "
+                                               f"({ob['classes']} classes) in {ob['steps']} "
+                                               f"steps", figures)]
+    return [Finding(
+        code="cannot-overfit-batch", area=AREA, severity="error",
+        title=(f"the model cannot fit even one batch of {ob['samples']} samples: "
+               f"{_pct(acc)} right after {ob['steps']} steps of {ob['optimizer']}"),
+        explanation=("Any model that can learn at all should memorize a handful of examples "
+                     "quickly. This one cannot, even with a standard optimizer and learning "
+                     "rate: something in the model, the loss or the labels blocks learning "
+                     "(see the causes ranked above)."),
+        evidence=figures,
+        fix=Fix("fix the model/loss bug ranked above; this test must then reach 100%", ""))]
+
+
+# ---------------------------------------------------------------------------------------------
+# seeds
+
+
+@register("seed-instability", AREA, needs=("probe:seeds",))
+def check_seeds(ev):
+    s = ev.probes["seeds"]
+    std, p = s.get("std"), s.get("p_value")
+    if std is None:
+        return [Skipped("seed-instability", "fewer than two seed runs finished")]
+    accs = [r["val_acc"] for r in s["runs"] if r["val_acc"] is not None]
+    figures = {"val_acc": accs, "mean": s["mean"], "std": std, "std_ci95": s["std_ci95"],
+               "mean_ci95": s["mean_ci95"], "min": s["min"], "max": s["max"],
+               "sampling_std": s["sampling_std"], "std_ratio": s["std_ratio"], "p_value": p,
+               "runs": s["k"], "steps_per_run": s["steps"], "val_samples": s["val_samples"],
+               "classes_never_predicted": [r.get("classes_never_predicted") for r in s["runs"]]}
+    if std < SEED_STD_WARN or p is None or p >= SEED_P_MAX:
+        return [Passed("seed-instability",
+                       f"validation accuracy over {s['k']} seeds: {_pct(s['mean'])} "
+                       f"+/- {100 * std:.1f} points (sampling noise alone: "
+                       f"{100 * s['sampling_std']:.1f})", figures)]
+    severity = "error" if std >= SEED_STD_ERROR else "warning"
+    never = [r.get("classes_never_predicted") for r in s["runs"]]
+    extra = ""
+    if any(n for n in never if n):
+        extra = (f" In these runs {', '.join(str(n) for n in never)} of the classes were never "
+                 f"predicted.")
+    return [Finding(
+        code="seed-instability", area=AREA, severity=severity,
+        title=(f"accuracy depends on the random seed: {_pct(s['min'])} to {_pct(s['max'])} over "
+               f"{s['k']} seeds (std {100 * std:.1f} points vs {100 * s['sampling_std']:.1f} "
+               f"from sampling noise)"),
+        explanation=(f"{s['k']} copies trained identically except for the initial weights reach "
+                     f"validation accuracies with a standard deviation of {100 * std:.1f} points "
+                     f"(95% interval {100 * s['std_ci95'][0]:.1f}-{100 * s['std_ci95'][1]:.1f}); "
+                     f"measuring accuracy on {s['val_samples']} samples explains only "
+                     f"{100 * s['sampling_std']:.1f} (chi-square test p = {p:.2g}). Whether the "
+                     f"model works is decided by luck at initialisation, usually because units "
+                     f"die early or the model is only barely able to learn the task." + extra),
+        evidence=figures,
+        fix=Fix("fix the cause ranked above; a healthy model's accuracy varies by a point or two "
+                "across seeds", ""))]
+
+
+# ---------------------------------------------------------------------------------------------
+# overfitting
+
+
+@register("overfitting", AREA, needs=("probe:train",))
+def check_overfitting(ev):
+    tr = ev.probes["train"]
+    hist = tr["history"]
+    accs, vals = hist.get("acc") or [], hist.get("val_acc") or []
+    if tr.get("note") and "measured on the training samples" in tr["note"]:
+        return [Skipped("overfitting", "no validation data and too few samples to hold out")]
+    pairs = [(a, v) for a, v in zip(accs, vals) if a is not None and v is not None]
+    if not pairs:
+        return [Skipped("overfitting", "no accuracy was measured during the probe")]
+    gaps = [a - v for a, v in pairs]
+    figures = {"train_acc": [a for a, _ in pairs], "val_acc": [v for _, v in pairs],
+               "gap": gaps, "epochs": len(pairs)}
+    growing = len(gaps) >= 2 and gaps[-1] - gaps[0] >= OVERFIT_GAP_GROWTH
+    if gaps[-1] < OVERFIT_GAP or not growing:
+        return [Passed("overfitting", f"training vs validation accuracy after the probe: "
+                                      f"{_pct(pairs[-1][0])} vs {_pct(pairs[-1][1])}", figures)]
+    return [Finding(
+        code="overfitting", area=AREA, severity="warning",
+        title=(f"overfitting: training accuracy {_pct(pairs[-1][0])} vs validation "
+               f"{_pct(pairs[-1][1])}, gap growing"),
+        explanation=("The model keeps getting better on the training samples while validation "
+                     "accuracy stays behind, and the gap grows epoch after epoch: it memorizes "
+                     "the training set instead of learning what generalizes."),
+        evidence=figures,
+        fix=Fix("more data or augmentation, dropout/weight decay, a smaller model, early "
+                "stopping",
+                snippet(ev, keras="keras.callbacks.EarlyStopping(patience=3, "
+                                  "restore_best_weights=True)",
+                        torch="torch.optim.AdamW(model.parameters(), weight_decay=1e-2)")))]

@@ -1,0 +1,781 @@
+"""Training probes: train copies of the model briefly and record what happens.
+
+Five probes, each on a copy of the user's model (``runtime.clone``), each bounded by the budget:
+
+* ``init``: the loss of the model as given against ln(C), and how its outputs are spread;
+* ``train``: a short run with the user's loss, optimizer and batch size, recording on a sample of
+  the steps: per layer the share of active ReLU units and the units dead over a sliding window,
+  gradient norms, update-to-weight ratios; the loss curve; NaN/Inf;
+* ``overfit_batch``: can the model fit one small batch at all;
+* ``lr_range``: a learning-rate range test (Smith 2017) with the user's optimizer;
+* ``seeds``: k short runs from fresh initialisations and the spread of validation accuracy.
+
+Probes gather; the checks in ``cnndoctor/checks/training.py`` judge. Recording is shared with
+the live monitors (``cnndoctor.monitor``) through ``LayerRecorder``.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+from .. import graph as g
+from .. import runtime as rt
+from ..evidence import Evidence
+from . import ProbeContext, register
+
+# ---------------------------------------------------------------------------------------------
+# Budgets. Sizes were chosen so that all training probes together stay under ~20 s per reference
+# case at "quick" on 2 CPU cores (benchmarks/probe_time.py), leaving room for the other probes.
+
+#: Training samples a probe may use (a seeded random subset when there are more).
+MAX_TRAIN = {"quick": 1024, "standard": 2048, "thorough": 5000}
+#: Validation samples for accuracies (held out from the training data when no val was given).
+MAX_VAL = {"quick": 500, "standard": 1000, "thorough": 2000}
+#: Optimizer steps of the short training run, and its wall-clock cap in seconds.
+TRAIN_STEPS = {"quick": 100, "standard": 300, "thorough": 1500}
+TRAIN_SECONDS = {"quick": 8.0, "standard": 30.0, "thorough": 150.0}
+#: Epochs never exceed this (tiny datasets: reference case 2 has six images, 100 epochs).
+MAX_EPOCHS = 200
+#: Steps of the overfit-one-batch test (Adam, see OVERFIT_LR), and the batch size it uses.
+OVERFIT_STEPS = {"quick": 60, "standard": 150, "thorough": 300}
+OVERFIT_SAMPLES = 16  # Karpathy, "A recipe for training neural networks" (2019): a few examples
+#: Adam at 1e-3 (the Keras and torch default) isolates model/loss/label bugs from a bad learning
+#: rate, which the range test judges separately.
+OVERFIT_LR = 1e-3
+#: Learning-rate range test: steps, and the range swept exponentially (Smith 2017). fastai's
+#: lr_find sweeps 1e-7 to 10 over 100 steps; our sweeps are shorter, so they span the decades
+#: around the user's rate (LR_RANGE_BELOW below it, LR_RANGE_ABOVE above), within the absolute
+#: limits, which gives ~8 steps per decade even at "quick".
+LR_RANGE_STEPS = {"quick": 40, "standard": 80, "thorough": 160}
+LR_RANGE_BELOW, LR_RANGE_ABOVE = 1e3, 1e3
+LR_RANGE_MIN, LR_RANGE_MAX = 1e-7, 10.0
+#: The rate the sweep centres on when the optimizer's rate cannot be read (Adam's default).
+LR_DEFAULT = 1e-3
+#: The sweep stops once the smoothed loss exceeds this multiple of its best value (fastai: 4).
+LR_DIVERGE_FACTOR = 4.0
+#: Smoothing of the range-test loss (exponential moving average with bias correction; fastai
+#: uses 0.98 over 100+ steps, 0.9 reacts within ~10 steps on our shorter sweeps).
+LR_SMOOTH_BETA = 0.9
+#: Multi-seed study: how many fresh initialisations, and the steps each trains.
+SEED_RUNS = {"standard": 5, "thorough": 8}
+SEED_STEPS = {"standard": 200, "thorough": 600}
+#: Recording: about this many sampled steps per run (cost stays flat whatever the run length).
+RECORD_SAMPLES = 30
+#: Dead units: never active on any sample of the last DEAD_WINDOW recorded batches.
+DEAD_WINDOW = 8
+#: Samples for the loss and output distribution at initialisation.
+INIT_SAMPLES = 512
+#: Points kept in the loss-curve figure of the report.
+CURVE_POINTS = 200
+
+RELU_FAMILY = ("relu", "relu6")
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+
+
+def _split(ev: Evidence, budget: str, seed: int) -> dict:
+    """Training and validation subsets in the model's own layout, as numpy/tensors."""
+    rng = np.random.default_rng(seed)
+    x, y = ev.train.x, (ev.train.y if ev.train.y is not None else ev.train.labels)
+    n = len(ev.train)
+    note = None
+    if ev.val is not None and len(ev.val) > 0:
+        vx, vy = ev.val.x, (ev.val.y if ev.val.y is not None else ev.val.labels)
+        vidx = np.sort(rng.permutation(len(ev.val))[:MAX_VAL[budget]])
+        val = (rt._take(vx, vidx), rt.to_numpy(vy)[vidx])
+        tidx = np.sort(rng.permutation(n)[:MAX_TRAIN[budget]])
+    elif n >= 50:
+        order = rng.permutation(n)
+        n_val = min(MAX_VAL[budget], max(10, n // 5))
+        vidx, tidx = np.sort(order[:n_val]), np.sort(order[n_val:n_val + MAX_TRAIN[budget]])
+        val = (rt._take(x, vidx), rt.to_numpy(y)[vidx])
+        note = f"no validation data: {n_val} training samples were held out for accuracies"
+    else:
+        tidx = np.arange(n)
+        val = (x, rt.to_numpy(y))
+        note = "no validation data and too few samples to hold some out: accuracies are measured " \
+               "on the training samples"
+    train = (rt._take(x, tidx), rt.to_numpy(y)[tidx])
+    return {"train": train, "val": val, "note": note,
+            "num_classes": ev.num_classes or int(rt.integer_labels(y).max()) + 1}
+
+
+def _batch_size(ev: Evidence, n: int) -> int:
+    return int(max(1, min(ev.batch_size or 32, n)))
+
+
+def _steps_plan(n: int, batch_size: int, steps: int) -> tuple[int, int]:
+    """(epochs, max_steps) so that a run makes ``steps`` updates, tiny datasets included."""
+    per_epoch = max(1, math.ceil(n / batch_size))
+    epochs = min(MAX_EPOCHS, max(1, math.ceil(steps / per_epoch)))
+    return epochs, min(steps, epochs * per_epoch)
+
+
+# ---------------------------------------------------------------------------------------------
+# Which layers are ReLUs, and which one feeds the softmax
+
+
+def logits_relu_name(graph: g.ModelGraph) -> str | None:
+    """The layer that applies a ReLU to the logits (fused or right after them), if any."""
+    out = graph.output_layer
+    if out is None:
+        return None
+    if out.kind == g.WEIGHTED:
+        return out.name if (out.activation or "") in RELU_FAMILY else None
+    if out.kind == g.ACTIVATION and (out.activation or "") in RELU_FAMILY:
+        return out.name
+    if out.kind in (g.SOFTMAX, g.LOG_SOFTMAX):
+        prev = graph.producer(out)
+        if prev is not None and (prev.activation or "") in RELU_FAMILY and prev.kind in (
+                g.WEIGHTED, g.ACTIVATION):
+            return prev.name
+    return None
+
+
+class LayerRecorder:
+    """Records ReLU activity, gradient norms and update ratios on sampled steps of a run.
+
+    Keras layers on the torch backend bypass ``torch.nn.Module.__call__``, so forward hooks do not
+    fire on them: Keras ReLU layers (and layers with a fused ReLU) get their ``call`` wrapped on
+    the instance. torch models get forward hooks on ReLU modules, and a ``TorchFunctionMode``,
+    entered only on recorded steps, sees ``F.relu`` / ``torch.relu`` / ``x.relu()`` inside forward.
+    Recording is off except on sampled steps; ``close()`` removes everything.
+    """
+
+    def __init__(self, model: Any, graph: g.ModelGraph | None = None, *,
+                 window: int = DEAD_WINDOW, every: int = 1):
+        self.model = model
+        self.every = max(1, int(every))
+        self.framework = rt.framework_of(model)
+        self.window = window
+        self.active = False
+        self.stats: dict[str, dict] = {}  # layer -> {"share": [...], "ever": deque, "units": n}
+        self.order: list[str] = []
+        self._calls: dict[str, int] = {}
+        self._undo: list = []
+        self._function_names = _graph_function_relus(graph, model) if graph else []
+        self._function_count = 0
+        self.weights = rt.named_weights(model)
+        self.grads: dict[str, list] = {}
+        self.updates: dict[str, list] = {}
+        self.total_grad: list[float] = []
+        self.grad_steps: list[int] = []
+        self.nonfinite_grad_step: int | None = None
+        self._snapshot: dict[str, Any] | None = None
+        self._install()
+
+    # -- activations ------------------------------------------------------------------------
+    def _install(self) -> None:
+        if self.framework == "keras":
+            for layer in self.model._flatten_layers(include_self=False, recursive=True):
+                if _keras_relu(layer):
+                    original = layer.call
+                    axis = 1 if getattr(layer, "data_format", None) == "channels_first" else -1
+
+                    def call(*args, _orig=original, _name=layer.name, _axis=axis, **kwargs):
+                        out = _orig(*args, **kwargs)
+                        if self.active:
+                            self._record(_name, out, _axis)
+                        return out
+
+                    layer.call = call
+                    self._undo.append(lambda layer=layer: _restore_call(layer))
+            return
+        import torch
+
+        self._depth = [0]
+        for name, module in self.model.named_modules():
+            if type(module).__name__.lower() in ("relu", "relu6"):
+                def pre(mod, inputs):
+                    self._depth[0] += 1
+
+                def post(mod, inputs, output, _name=name or "relu"):
+                    self._depth[0] -= 1
+                    if self.active:
+                        self._record(_name, output, 1)
+
+                h1 = module.register_forward_pre_hook(pre)
+                h2 = module.register_forward_hook(post)
+                self._undo.extend([h1.remove, h2.remove])
+        recorder = self
+        relu_fns = {torch.relu, torch.nn.functional.relu, torch.nn.functional.relu6,
+                    torch.Tensor.relu, torch.relu_, torch.Tensor.relu_,
+                    torch.nn.functional.relu_}
+
+        class _Mode(torch.overrides.TorchFunctionMode):
+            def __torch_function__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                if func in relu_fns and recorder._depth[0] == 0 and isinstance(out, torch.Tensor):
+                    recorder._record(recorder._function_name(), out, 1)
+                return out
+
+        self._mode_cls = _Mode
+
+    def _function_name(self) -> str:
+        k = self._function_count
+        self._function_count += 1
+        if k < len(self._function_names):
+            return self._function_names[k]
+        return f"relu (call {k + 1} in forward)"
+
+    def sampled(self, step: int) -> bool:
+        return step % self.every == 0
+
+    @contextlib.contextmanager
+    def forward(self, step: int):
+        """Wrap one forward pass: records it when ``step`` is a sampled step."""
+        if not self.sampled(step):
+            yield
+            return
+        self._function_count = 0
+        self._calls = {}
+        self.active = True
+        mode = self._mode_cls() if self.framework == "torch" else contextlib.nullcontext()
+        try:
+            with mode:
+                yield
+        finally:
+            self.active = False
+
+    def after_backward(self, step: int) -> None:
+        """Called with gradients in place, before the update: close and take gradient records."""
+        self.close_updates(step)
+        if self.sampled(step):
+            self.record_gradients(step)
+
+    def _record(self, name: str, out: Any, axis: int) -> None:
+        import torch
+
+        count = self._calls.get(name, 0)
+        self._calls[name] = count + 1
+        key = name if count == 0 else f"{name}#{count + 1}"
+        t = out.detach() if isinstance(out, torch.Tensor) else torch.as_tensor(rt.to_numpy(out))
+        if t.dim() < 2:
+            return
+        axis = axis if axis >= 0 else t.dim() - 1
+        if t.dim() == 2:
+            axis = 1
+        positive = t > 0
+        share = float(positive.float().mean())
+        dims = [d for d in range(t.dim()) if d != axis]
+        ever = positive.any(dim=dims[0]) if len(dims) == 1 else positive.permute(
+            axis, *dims).reshape(t.shape[axis], -1).any(dim=1)
+        entry = self.stats.get(key)
+        if entry is None:
+            entry = {"share": [], "ever": deque(maxlen=self.window), "units": int(t.shape[axis]),
+                     "first": None, "samples": 0}
+            self.stats[key] = entry
+            self.order.append(key)
+        entry["share"].append(share)
+        entry["ever"].append(ever.cpu().numpy())
+        entry["samples"] += int(t.shape[0])
+        if entry["first"] is None:
+            entry["first"] = ever.cpu().numpy()
+
+    # -- gradients and updates ---------------------------------------------------------------
+    def layer_groups(self) -> dict[str, list[rt.WeightRef]]:
+        groups: dict[str, list[rt.WeightRef]] = {}
+        for ref in self.weights:
+            groups.setdefault(ref.layer, []).append(ref)
+        return groups
+
+    def close_updates(self, step: int) -> None:
+        """Update-to-weight ratios of the step recorded just before this one."""
+        import torch
+
+        if not self._snapshot:
+            return
+        with torch.no_grad():
+            for layer, (param, before, prev_step) in self._snapshot.items():
+                if prev_step == step - 1:
+                    delta = float(torch.linalg.vector_norm(param.detach() - before))
+                    base = float(torch.linalg.vector_norm(before)) or 1e-12
+                    self.updates.setdefault(layer, []).append(delta / base)
+        self._snapshot = None
+
+    def record_gradients(self, step: int) -> None:
+        """Per-layer gradient norms now, and a snapshot of the kernels for the update ratio."""
+        import torch
+
+        total = 0.0
+        self._snapshot = {}
+        with torch.no_grad():
+            for layer, refs in self.layer_groups().items():
+                sq = 0.0
+                for ref in refs:
+                    if ref.param.grad is not None:
+                        sq += float(ref.param.grad.detach().float().pow(2).sum())
+                if not math.isfinite(sq) and self.nonfinite_grad_step is None:
+                    self.nonfinite_grad_step = step
+                self.grads.setdefault(layer, []).append(math.sqrt(sq) if math.isfinite(sq)
+                                                        else float("inf"))
+                total += sq
+                kernel = _kernel(refs)
+                self._snapshot[layer] = (kernel.param, kernel.param.detach().clone(), step)
+        self.total_grad.append(math.sqrt(total) if math.isfinite(total) else float("inf"))
+        self.grad_steps.append(step)
+
+    # -- summaries ---------------------------------------------------------------------------
+    def relu_summary(self) -> list[dict]:
+        out = []
+        for key in self.order:
+            e = self.stats[key]
+            ever = np.any(np.stack(list(e["ever"])), axis=0) if e["ever"] else None
+            dead = int((~ever).sum()) if ever is not None else 0
+            first_dead = int((~e["first"]).sum()) if e["first"] is not None else 0
+            out.append({"layer": key, "units": e["units"],
+                        "active_share": float(np.mean(e["share"][-self.window:])),
+                        "active_share_start": float(e["share"][0]),
+                        "dead_units": dead, "dead_share": dead / max(1, e["units"]),
+                        "dead_units_first_batch": first_dead,
+                        "dead_unit_indices": [int(i) for i in np.flatnonzero(~ever)][:64]
+                        if ever is not None else [],
+                        "window_batches": len(e["ever"])})
+        return out
+
+    def gradient_summary(self) -> list[dict]:
+        out = []
+        groups = self.layer_groups()
+        for layer, refs in groups.items():
+            grads = self.grads.get(layer, [])
+            kernel = _kernel(refs)
+            numel = int(kernel.param.numel())
+            ups = self.updates.get(layer, [])
+            out.append({"layer": layer, "params": int(sum(r.param.numel() for r in refs)),
+                        "grad_norm_median": _median(grads),
+                        "grad_norm_first": grads[0] if grads else None,
+                        "grad_norm_last": grads[-1] if grads else None,
+                        "grad_rms_median": (_median(grads) / math.sqrt(max(1, sum(
+                            r.param.numel() for r in refs)))) if grads else None,
+                        "update_ratio_median": _median(ups),
+                        "weight_norm": float(kernel.param.detach().float().norm()),
+                        "kernel_numel": numel})
+        return out
+
+    def close(self) -> None:
+        for undo in self._undo:
+            try:
+                undo()
+            except Exception:
+                pass
+        self._undo = []
+
+
+def _restore_call(layer: Any) -> None:
+    try:
+        del layer.call  # the class's own call shows through again
+    except AttributeError:
+        pass
+
+
+def _keras_relu(layer: Any) -> bool:
+    cls = type(layer).__name__
+    if cls == "ReLU":
+        return float(getattr(layer, "negative_slope", 0.0) or 0.0) == 0.0
+    act = getattr(layer, "activation", None)
+    if act is None or isinstance(act, str):
+        return isinstance(act, str) and act in RELU_FAMILY
+    name = getattr(act, "__name__", "")
+    return name in RELU_FAMILY
+
+
+def _graph_function_relus(graph: g.ModelGraph, model: Any) -> list[str]:
+    """Graph names of the ReLUs applied by function calls (torch), in execution order."""
+    try:
+        modules = {name for name, _ in model.named_modules()}
+    except Exception:
+        return []
+    return [layer.name for layer in graph.layers
+            if layer.kind == g.ACTIVATION and (layer.activation or "") in RELU_FAMILY
+            and layer.name.split("#")[0] not in modules]
+
+
+def _kernel(refs: list[rt.WeightRef]) -> rt.WeightRef:
+    kernels = [r for r in refs if r.is_kernel]
+    return max(kernels or refs, key=lambda r: r.param.numel())
+
+
+def _median(values) -> float | None:
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.median(vals)) if vals else None
+
+
+def weight_snapshot(model: Any) -> dict[str, np.ndarray]:
+    return {f"{r.layer}/{r.name}": rt.to_numpy(r.param).astype(np.float64).copy()
+            for r in rt.named_weights(model)}
+
+
+def weight_change(before: dict[str, np.ndarray], model: Any) -> dict:
+    """Relative change of the weights, per layer and overall: ||W1 - W0|| / ||W0||."""
+    after = weight_snapshot(model)
+    per_layer: dict[str, list[float]] = {}
+    d_total = w_total = 0.0
+    finite = True
+    for key, w0 in before.items():
+        w1 = after.get(key)
+        if w1 is None:
+            continue
+        if not np.all(np.isfinite(w1)):
+            finite = False
+            continue
+        d = float(np.sum((w1 - w0) ** 2))
+        w = float(np.sum(w0 ** 2))
+        d_total += d
+        w_total += w
+        layer = key.split("/")[0]
+        acc = per_layer.setdefault(layer, [0.0, 0.0])
+        acc[0] += d
+        acc[1] += w
+    return {"relative": math.sqrt(d_total / w_total) if w_total > 0 else None,
+            "max_abs": float(max((np.max(np.abs(after[k] - before[k])) for k in before
+                                  if k in after and np.all(np.isfinite(after[k]))), default=0.0)),
+            "per_layer": {k: (math.sqrt(v[0] / v[1]) if v[1] > 0 else None)
+                          for k, v in per_layer.items()},
+            "finite": finite}
+
+
+def _curve(losses: list[float], points: int = CURVE_POINTS) -> dict:
+    n = len(losses)
+    if n <= points:
+        steps = list(range(n))
+    else:
+        steps = sorted(set(np.linspace(0, n - 1, points).astype(int).tolist()))
+    return {"step": steps, "loss": [losses[i] if math.isfinite(losses[i]) else None
+                                    for i in steps]}
+
+
+def _window_mean(values: list[float], first: bool, share: float = 0.1) -> float | None:
+    vals = [v for v in values if math.isfinite(v)]
+    if not vals:
+        return None
+    k = max(1, int(round(len(vals) * share)))
+    part = vals[:k] if first else vals[-k:]
+    return float(np.mean(part))
+
+
+def _probe_seed(ctx: ProbeContext, offset: int) -> int:
+    return int(ctx.seed) * 1000 + offset
+
+
+# ---------------------------------------------------------------------------------------------
+# Probes
+
+
+def _needs_training(ev: Evidence) -> str | None:
+    if ev.model is None:
+        return "no model object to train a copy of"
+    if ev.train is None or ev.train.labels is None or len(ev.train) == 0:
+        return "no labelled training data"
+    if ev.framework == "keras" and ev.loss is None and not getattr(ev.model, "compiled", False):
+        return "the Keras model is not compiled and no loss was given"
+    return None
+
+
+@register("init")
+def probe_init(ev: Evidence, ctx: ProbeContext) -> None:
+    """Loss at initialisation against ln(C) and the spread of the outputs."""
+    reason = _needs_training(ev)
+    if reason:
+        ev.probes["init"] = {"skipped": reason}
+        return
+    data = _split(ev, ctx.budget, _probe_seed(ctx, 1))
+    x, y = data["train"]
+    k = min(len(y), INIT_SAMPLES)
+    x, y = rt._take(x, np.arange(k)), y[:k]
+    c = data["num_classes"]
+    outputs = rt.predict(ev.model, x)
+    probs = rt.output_probabilities(outputs, ev.graph.output_activation)
+    loss = rt.loss_on(ev.model, x, y, loss=ev.loss, outputs=outputs)
+    result: dict[str, Any] = {"loss": loss, "ln_c": math.log(c) if c > 1 else None,
+                              "num_classes": c, "samples": int(k)}
+    if probs.ndim == 2 and probs.shape[1] > 1:
+        pred = probs.argmax(axis=1)
+        counts = np.bincount(pred, minlength=probs.shape[1])
+        ent = -np.sum(np.where(probs > 0, probs * np.log(np.clip(probs, 1e-12, 1)), 0), axis=1)
+        result.update({
+            "mean_max_prob": float(probs.max(axis=1).mean()),
+            "mean_entropy_ratio": float(ent.mean() / math.log(probs.shape[1])),
+            "saturated_share": float((probs.max(axis=1) > 0.99).mean()),
+            "top_class_share": float(counts.max() / max(1, counts.sum())),
+            "classes_predicted": int((counts > 0).sum()),
+            "output_min": float(np.min(outputs)), "output_max": float(np.max(outputs)),
+        })
+    ev.probes["init"] = result
+
+
+@register("train")
+def probe_train(ev: Evidence, ctx: ProbeContext) -> None:
+    """A short run with the user's loss, optimizer and batch size, recorded on sampled steps."""
+    reason = _needs_training(ev)
+    if reason:
+        ev.probes["train"] = {"skipped": reason}
+        return
+    budget = ctx.budget
+    data = _split(ev, budget, _probe_seed(ctx, 2))
+    xtr, ytr = data["train"]
+    bs = _batch_size(ev, len(ytr))
+    epochs, steps = _steps_plan(len(ytr), bs, TRAIN_STEPS[budget])
+    ctx.say(f"training a copy for {steps} steps (batch {bs}, {len(ytr)} samples)")
+    model = rt.clone(ev.model)
+    every = max(1, steps // RECORD_SAMPLES)
+    recorder = LayerRecorder(model, ev.graph, every=every)
+    before = weight_snapshot(model)
+    result = run_recorded(model, recorder, xtr, ytr, loss=ev.loss, optimizer=ev.optimizer,
+                          epochs=epochs, batch_size=bs, seed=_probe_seed(ctx, 3),
+                          val=data["val"], max_steps=steps, max_seconds=TRAIN_SECONDS[budget])
+    result["weight_change"] = weight_change(before, model)
+    result.update({"batch_size": bs, "epochs_planned": epochs, "samples": len(ytr),
+                   "num_classes": data["num_classes"], "note": data["note"],
+                   "ln_c": math.log(data["num_classes"]) if data["num_classes"] > 1 else None,
+                   "logits_relu": logits_relu_name(ev.graph), "record_every": every,
+                   "user_lr": rt.current_lr(ev.model, ev.optimizer),
+                   "optimizer": rt.describe_optimizer(ev.optimizer, ev.model)})
+    ev.probes["train"] = result
+    ev.figures["loss_curve"] = {**_curve(result["history"]["loss"]), "ln_c": result["ln_c"],
+                                "epoch_loss": result["history"]["epoch_loss"],
+                                "val_acc": result["history"]["val_acc"]}
+    ev.figures["training_layers"] = {"relu": result["relu"], "gradients": result["gradients"]}
+
+
+def run_recorded(model, recorder: LayerRecorder, x, y, **fit_kwargs) -> dict:
+    """``runtime.fit`` with ``recorder`` sampling its steps; a summary of what it saw."""
+
+    def on_step(info: rt.StepInfo):
+        recorder.after_backward(info.step)
+        return False
+
+    try:
+        history = rt.fit(model, x, y, on_step=on_step, forward_context=recorder.forward,
+                         **fit_kwargs)
+    finally:
+        recorder.close()
+    losses = history["loss"]
+    finite = [v for v in losses if math.isfinite(v)]
+    return {
+        "history": history,
+        "steps": history["steps"],
+        "seconds": history["seconds"],
+        "loss_first": _window_mean(losses, True),
+        "loss_last": _window_mean(losses, False),
+        "loss_min": float(min(finite)) if finite else None,
+        "loss_max": float(max(finite)) if finite else None,
+        "nonfinite_step": history["nonfinite_step"],
+        "nonfinite_grad_step": recorder.nonfinite_grad_step,
+        "relu": recorder.relu_summary(),
+        "gradients": recorder.gradient_summary(),
+        "total_grad_norm": recorder.total_grad,
+        "grad_steps": recorder.grad_steps,
+        "val_acc": history["val_acc"][-1] if history["val_acc"] else None,
+        "train_acc": history["acc"][-1] if history["acc"] else None,
+    }
+
+
+@register("overfit_batch")
+def probe_overfit_batch(ev: Evidence, ctx: ProbeContext) -> None:
+    """Train on one small batch until it is fitted (or the budget ends)."""
+    reason = _needs_training(ev)
+    if reason:
+        ev.probes["overfit_batch"] = {"skipped": reason}
+        return
+    x, y = ev.train.x, (ev.train.y if ev.train.y is not None else ev.train.labels)
+    labels = ev.train.labels
+    rng = np.random.default_rng(_probe_seed(ctx, 4))
+    # A batch with as many classes as possible: round-robin over the classes present.
+    by_class = [rng.permutation(np.flatnonzero(labels == c)).tolist() for c in np.unique(labels)]
+    idx: list[int] = []
+    while len(idx) < min(OVERFIT_SAMPLES, len(labels)):
+        for members in by_class:
+            if members and len(idx) < OVERFIT_SAMPLES:
+                idx.append(members.pop())
+    idx_arr = np.sort(np.asarray(idx))
+    xb, yb = rt._take(x, idx_arr), rt.to_numpy(y)[idx_arr]
+    steps = OVERFIT_STEPS[ctx.budget]
+    ctx.say(f"overfitting one batch of {len(idx_arr)} samples ({steps} steps at most)")
+    model = rt.clone(ev.model)
+    optimizer = _adam_for(ev)
+    check_every = 10
+    acc_trace: list[tuple[int, float]] = []
+
+    def on_step(info: rt.StepInfo):
+        if (info.step + 1) % check_every == 0:
+            acc = rt.accuracy(rt.predict(model, xb), yb)
+            acc_trace.append((info.step + 1, acc))
+            return acc is not None and acc >= 1.0
+        return False
+
+    history = rt.fit(model, xb, yb, loss=ev.loss, optimizer=optimizer, epochs=steps,
+                     batch_size=len(idx_arr), seed=_probe_seed(ctx, 5), lr=OVERFIT_LR,
+                     max_steps=steps, on_step=on_step)
+    final_acc = rt.accuracy(rt.predict(model, xb), yb)
+    losses = history["loss"]
+    ev.probes["overfit_batch"] = {
+        "samples": int(len(idx_arr)), "classes": int(len(np.unique(rt.integer_labels(yb)))),
+        "steps": history["steps"], "max_steps": steps, "optimizer": f"Adam(lr={OVERFIT_LR:g})",
+        "accuracy": final_acc, "loss_first": losses[0] if losses else None,
+        "loss_last": losses[-1] if losses else None,
+        "nonfinite": history["stopped"] == "nonfinite",
+        "accuracy_trace": acc_trace, "seconds": history["seconds"]}
+
+
+def _adam_for(ev: Evidence):
+    if ev.framework == "keras":
+        return "adam"
+    import torch
+
+    return torch.optim.Adam
+
+
+@register("lr_range", budgets=("quick", "standard", "thorough"))
+def probe_lr_range(ev: Evidence, ctx: ProbeContext) -> None:
+    """Sweep the learning rate exponentially and record where the loss falls and where it blows up."""
+    reason = _needs_training(ev)
+    if reason:
+        ev.probes["lr_range"] = {"skipped": reason}
+        return
+    user_lr = rt.current_lr(ev.model, ev.optimizer)
+    data = _split(ev, ctx.budget, _probe_seed(ctx, 6))
+    xtr, ytr = data["train"]
+    bs = _batch_size(ev, len(ytr))
+    steps = LR_RANGE_STEPS[ctx.budget]
+    epochs, steps = _steps_plan(len(ytr), bs, steps)
+    centre = user_lr if user_lr and user_lr > 0 else LR_DEFAULT
+    lo = max(LR_RANGE_MIN, centre / LR_RANGE_BELOW)
+    hi = min(LR_RANGE_MAX, centre * LR_RANGE_ABOVE)
+    if hi <= lo * 10:
+        lo, hi = LR_RANGE_MIN, LR_RANGE_MAX
+    ctx.say(f"learning-rate range test ({steps} steps, {lo:.2g} to {hi:.2g})")
+    model = rt.clone(ev.model)
+    ratio = (hi / lo) ** (1.0 / max(1, steps - 1))
+    smooth = {"avg": 0.0, "best": float("inf"), "n": 0}
+    smoothed: list[float] = []
+
+    def schedule(step: int) -> float:
+        return lo * ratio ** step
+
+    def on_step(info: rt.StepInfo):
+        smooth["n"] += 1
+        smooth["avg"] = LR_SMOOTH_BETA * smooth["avg"] + (1 - LR_SMOOTH_BETA) * info.loss
+        value = smooth["avg"] / (1 - LR_SMOOTH_BETA ** smooth["n"])
+        smoothed.append(value)
+        smooth["best"] = min(smooth["best"], value)
+        return smooth["n"] > 5 and value > LR_DIVERGE_FACTOR * smooth["best"]
+
+    history = rt.fit(model, xtr, ytr, loss=ev.loss, optimizer=ev.optimizer, epochs=epochs,
+                     batch_size=bs, seed=_probe_seed(ctx, 7), max_steps=steps,
+                     lr_schedule=schedule, on_step=on_step)
+    lrs = [schedule(i) for i in range(len(smoothed))]
+    result = {"user_lr": user_lr, "lrs": lrs, "loss": smoothed, "raw_loss": history["loss"],
+              "steps": len(smoothed), "optimizer": rt.describe_optimizer(ev.optimizer, ev.model)}
+    result.update(_range_summary(lrs, smoothed, history))
+    ev.probes["lr_range"] = result
+    ev.figures["lr_range"] = {"lr": lrs, "loss": [v if math.isfinite(v) else None
+                                                  for v in smoothed],
+                              "user_lr": user_lr, "suggested_lr": result.get("suggested_lr")}
+
+
+def _range_summary(lrs: list[float], smoothed: list[float], history: dict) -> dict:
+    if len(smoothed) < 5:
+        return {"conclusive": False}
+    arr = np.asarray(smoothed)
+    finite = np.isfinite(arr)
+    best_i = int(np.nanargmin(np.where(finite, arr, np.nan)))
+    start = float(np.mean(arr[:3]))
+    # Steepest descent: the most negative slope of the smoothed loss against log10(lr), over the
+    # part of the sweep before the minimum.
+    log_lr = np.log10(lrs)
+    steepest_i = None
+    if best_i >= 2:
+        slopes = np.gradient(arr[:best_i + 1], log_lr[:best_i + 1])
+        steepest_i = int(np.argmin(slopes))
+    diverged_i = None
+    for i in range(best_i + 1, len(arr)):
+        if not finite[i] or arr[i] > LR_DIVERGE_FACTOR * arr[best_i]:
+            diverged_i = i
+            break
+    if diverged_i is None and history.get("stopped") == "nonfinite":
+        diverged_i = len(arr) - 1
+    fell = (start - arr[best_i]) / start if start > 0 else 0.0
+    # Suggested: an order of magnitude below the minimum (Smith 2017; fastai's "minimum/10").
+    return {"conclusive": True, "loss_start": start, "loss_best": float(arr[best_i]),
+            "fell_share": float(fell), "best_lr": lrs[best_i],
+            "steepest_lr": lrs[steepest_i] if steepest_i is not None else None,
+            "diverged_lr": lrs[diverged_i] if diverged_i is not None else None,
+            "suggested_lr": lrs[best_i] / 10.0}
+
+
+@register("seeds", budgets=("standard", "thorough"))
+def probe_seeds(ev: Evidence, ctx: ProbeContext) -> None:
+    """k short runs from fresh initialisations: the spread of validation accuracy."""
+    reason = _needs_training(ev)
+    if reason:
+        ev.probes["seeds"] = {"skipped": reason}
+        return
+    data = _split(ev, ctx.budget, _probe_seed(ctx, 8))
+    xtr, ytr = data["train"]
+    xv, yv = data["val"]
+    bs = _batch_size(ev, len(ytr))
+    k = SEED_RUNS[ctx.budget]
+    epochs, steps = _steps_plan(len(ytr), bs, SEED_STEPS[ctx.budget])
+    runs = []
+    c = data["num_classes"]
+    for i in range(k):
+        ctx.say(f"multi-seed study: run {i + 1} of {k} ({steps} steps each)")
+        seed = _probe_seed(ctx, 100 + i)
+        try:
+            model = rt.clone(ev.model, seed=seed, reinit=True)
+        except NotImplementedError as exc:
+            ev.probes["seeds"] = {"skipped": str(exc)}
+            return
+        history = rt.fit(model, xtr, ytr, loss=ev.loss, optimizer=ev.optimizer, epochs=epochs,
+                         batch_size=bs, seed=seed, max_steps=steps)
+        out = rt.predict(model, xv)
+        acc = rt.accuracy(out, yv)
+        pred = out.argmax(axis=1) if out.ndim == 2 and out.shape[1] > 1 else None
+        never = int(c - len(np.unique(pred))) if pred is not None else None
+        runs.append({"seed": seed, "val_acc": acc, "steps": history["steps"],
+                     "final_loss": history["epoch_loss"][-1] if history["epoch_loss"] else None,
+                     "classes_never_predicted": never,
+                     "nonfinite": history["stopped"] == "nonfinite"})
+    accs = np.asarray([r["val_acc"] for r in runs if r["val_acc"] is not None], dtype=float)
+    result = {"runs": runs, "k": int(len(accs)), "steps": steps, "val_samples": int(len(yv)),
+              "note": data["note"]}
+    result.update(spread_statistics(accs, len(yv)))
+    ev.probes["seeds"] = result
+    ev.figures["seeds"] = {"val_acc": accs.tolist(), "mean": result.get("mean"),
+                           "std": result.get("std")}
+
+
+def spread_statistics(accs: np.ndarray, n_val: int) -> dict:
+    """Spread of accuracies across seeds, against the spread sampling noise alone would give.
+
+    Sampling noise: an accuracy p measured on n samples has a binomial standard error
+    sqrt(p (1 - p) / n). Under "the seeds differ only by that noise", (k - 1) s^2 / sigma0^2
+    follows a chi-square law with k - 1 degrees of freedom: its upper tail is the p-value. The
+    interval for the standard deviation is the chi-square one, for the mean Student's t.
+    """
+    from scipy import stats
+
+    k = len(accs)
+    if k < 2:
+        return {"mean": float(accs.mean()) if k else None, "std": None}
+    mean = float(accs.mean())
+    std = float(accs.std(ddof=1))
+    p = min(max(mean, 1.0 / max(n_val, 1)), 1 - 1.0 / max(n_val, 1))
+    sigma0 = math.sqrt(p * (1 - p) / max(n_val, 1))
+    chi = (k - 1) * std ** 2 / sigma0 ** 2 if sigma0 > 0 else float("inf")
+    p_value = float(stats.chi2.sf(chi, k - 1))
+    lo_chi, hi_chi = stats.chi2.ppf([0.975, 0.025], k - 1)
+    t = float(stats.t.ppf(0.975, k - 1))
+    half = t * std / math.sqrt(k)
+    return {"mean": mean, "std": std, "min": float(accs.min()), "max": float(accs.max()),
+            "range": float(accs.max() - accs.min()),
+            "std_ci95": [std * math.sqrt((k - 1) / lo_chi), std * math.sqrt((k - 1) / hi_chi)],
+            "mean_ci95": [mean - half, mean + half],
+            "sampling_std": sigma0, "std_ratio": std / sigma0 if sigma0 > 0 else None,
+            "p_value": p_value}
