@@ -639,6 +639,7 @@ def fit(model: Any, x: Any, y: Any, *, loss: Any = None, optimizer: Any = None, 
     loss, after ``max_steps`` updates or ``max_seconds``.
 
     Returns ``{"loss": per step, "epoch_loss", "acc" (running training accuracy per epoch),
+    "epoch_samples" (samples each epoch actually trained on),
     "val_acc", "val_loss" (per epoch, when ``val`` is given), "lr": per step, "steps",
     "seconds", "stopped": None | "max_steps" | "time" | "nonfinite" | "callback",
     "nonfinite_step"}``.
@@ -652,7 +653,8 @@ def fit(model: Any, x: Any, y: Any, *, loss: Any = None, optimizer: Any = None, 
         raise InputError("no training samples were given (the training set is empty)")
     y_int = integer_labels(y)
     y_np = None if y is None else to_numpy(y)
-    history: dict[str, Any] = {"loss": [], "epoch_loss": [], "acc": [], "val_acc": [],
+    history: dict[str, Any] = {"loss": [], "epoch_loss": [], "acc": [], "epoch_samples": [],
+                               "val_acc": [],
                                "val_loss": [], "lr": [], "steps": 0, "seconds": 0.0,
                                "stopped": None, "nonfinite_step": None}
     start = time.perf_counter()
@@ -722,6 +724,7 @@ def fit(model: Any, x: Any, y: Any, *, loss: Any = None, optimizer: Any = None, 
                         break
                 history["epoch_loss"].append(float(np.mean(losses)) if losses else float("nan"))
                 history["acc"].append(correct / seen if seen else None)
+                history["epoch_samples"].append(seen)
                 if val is not None:
                     vacc, vloss = _evaluate(model, framework, trainer, val)
                     history["val_acc"].append(vacc)

@@ -19,6 +19,10 @@ from . import Finding, Fix, Passed, Skipped, register, snippet
 #: tenth's by less than this share. Case 2 (double softmax on 0-255 inputs, SGD 1e-3): 3e-4 over
 #: 100 epochs (CASES.md); healthy reference cases drop by 20-95 % within the quick probe.
 NO_LEARNING_LOSS_CHANGE = 0.01
+#: ... or the loss froze halfway (the second half moves by less than that share too) while the
+#: model stays at chance: training accuracy within CHANCE_MARGIN of the majority-class share.
+#: Case 2 (seed 0 of the report's setup) falls in a few steps to 0.8133 and sits there.
+CHANCE_MARGIN = 0.05
 #: ... and it takes at least this many steps to say so.
 MIN_STEPS = 20
 #: loss-plateau: the final loss within this share of ln(C), and never below (1 - this share) of
@@ -60,6 +64,8 @@ SEED_P_MAX = 0.001
 #: OVERFIT_GAP_GROWTH since the first epoch.
 OVERFIT_GAP = 0.15
 OVERFIT_GAP_GROWTH = 0.05
+#: ... counting only epochs that trained on at least this share of the samples of a full one.
+OVERFIT_FULL_EPOCH = 0.9
 
 AREA = "training"
 
@@ -123,20 +129,30 @@ def check_no_learning(ev):
         return [Skipped("no-learning", f"the probe ran {tr['steps']} finite steps; "
                                        f"{MIN_STEPS} are needed")]
     change = _rel_change(tr["loss_first"], tr["loss_last"])
+    late = _rel_change(tr.get("loss_mid"), tr["loss_last"])
     wc = tr.get("weight_change", {})
+    acc, majority = tr.get("train_acc_eval"), tr.get("majority_share")
+    at_chance = acc is not None and majority is not None and acc <= majority + CHANCE_MARGIN
     figures = {"loss_first": tr["loss_first"], "loss_last": tr["loss_last"],
-               "loss_relative_change": change, "weight_relative_change": wc.get("relative"),
+               "loss_relative_change": change, "loss_change_second_half": late,
+               "weight_relative_change": wc.get("relative"),
                "weight_max_abs_change": wc.get("max_abs"), "steps": tr["steps"],
+               "train_accuracy": acc, "majority_class_share": majority,
                "optimizer": tr.get("optimizer")}
-    if change is None or change >= NO_LEARNING_LOSS_CHANGE:
+    flat = change is not None and change < NO_LEARNING_LOSS_CHANGE
+    frozen = late is not None and late < NO_LEARNING_LOSS_CHANGE and at_chance
+    if not (flat or frozen):
         return [Passed("no-learning", f"the loss moved from {_g(tr['loss_first'])} to "
                                       f"{_g(tr['loss_last'])} ({_pct(change)}) over "
                                       f"{tr['steps']} steps", figures)]
     per_layer = wc.get("per_layer") or {}
+    how = (f"loss {_g(tr['loss_first'])} -> {_g(tr['loss_last'])} over {tr['steps']} steps" if flat
+           else f"loss frozen at {_g(tr['loss_last'])} from halfway, accuracy {_pct(acc)} "
+                f"(chance)")
     return [Finding(
         code="no-learning", area=AREA, severity="error",
-        title=(f"the model does not learn: loss {_g(tr['loss_first'])} -> {_g(tr['loss_last'])} "
-               f"over {tr['steps']} steps, weights changed by {_pct(wc.get('relative'))}"),
+        title=(f"the model does not learn: {how}, weights changed by "
+               f"{_pct(wc.get('relative'))}"),
         explanation=("Training a copy with your loss, optimizer and batch size left the loss where "
                      "it started, and the weights barely moved. Gradients are not reaching the "
                      "weights, or they are too small for the learning rate: look at the causes "
@@ -270,11 +286,19 @@ def check_vanishing(ev):
                "per_layer": {r["layer"]: r["grad_rms_median"] for r in rows}}
     everywhere = rel and max(rel) < VANISHING_ABSOLUTE
     early = len(rows) >= 2 and ratio is not None and ratio < VANISHING_RATIO
+    all_dead = [e["layer"] for e in tr.get("relu_all", tr.get("relu")) or [] if e["units"] and
+                e["dead_units"] == e["units"]]
+    if (everywhere or early) and all_dead:
+        return [Skipped("vanishing-gradient",
+                        f"gradients are blocked by ReLU layers whose units are all dead "
+                        f"({', '.join(all_dead)}): see dead-relu")]
     if not (everywhere or early):
         return [Passed("vanishing-gradient",
                        f"gradient RMS of the first weighted layer is {_g(ratio)}x the last one's",
                        figures)]
-    if everywhere:
+    if everywhere and max(rel) == 0:
+        title = "gradients are exactly zero in every layer: nothing can learn"
+    elif everywhere:
         title = (f"gradients vanish everywhere: at most {_g(max(rel))} of the weights' norm "
                  f"in every layer")
     else:
@@ -425,13 +449,15 @@ def check_overfit_batch(ev):
     acc = ob.get("accuracy")
     figures = {k: ob.get(k) for k in ("samples", "classes", "steps", "max_steps", "optimizer",
                                       "accuracy", "loss_first", "loss_last")}
+    figures["attempts"] = [{k: a.get(k) for k in ("optimizer", "steps", "accuracy", "loss_first",
+                                                   "loss_last")} for a in ob.get("attempts", [])]
     if acc is not None and acc >= OVERFIT_MIN_ACCURACY and not ob.get("nonfinite"):
         return [Passed("cannot-overfit-batch", f"fitted a batch of {ob['samples']} samples "
                                                f"({ob['classes']} classes) in {ob['steps']} "
                                                f"steps", figures)]
     return [Finding(
         code="cannot-overfit-batch", area=AREA, severity="error",
-        title=(f"the model cannot fit even one batch of {ob['samples']} samples: "
+        title=(f"the model cannot fit even one batch of {ob['samples']} samples: at best "
                f"{_pct(acc)} right after {ob['steps']} steps of {ob['optimizer']}"),
         explanation=("Any model that can learn at all should memorize a handful of examples "
                      "quickly. This one cannot, even with a standard optimizer and learning "
@@ -496,7 +522,12 @@ def check_overfitting(ev):
     accs, vals = hist.get("acc") or [], hist.get("val_acc") or []
     if tr.get("note") and "measured on the training samples" in tr["note"]:
         return [Skipped("overfitting", "no validation data and too few samples to hold out")]
-    pairs = [(a, v) for a, v in zip(accs, vals) if a is not None and v is not None]
+    sizes = hist.get("epoch_samples") or [None] * len(accs)
+    full = max((n for n in sizes if n), default=0)
+    # Only epochs that ran (almost) in full: a run cut short by its step budget ends with a
+    # partial epoch whose accuracy comes from a handful of samples.
+    pairs = [(a, v) for a, v, n in zip(accs, vals, sizes) if a is not None and v is not None
+             and (n is None or n >= OVERFIT_FULL_EPOCH * full)]
     if not pairs:
         return [Skipped("overfitting", "no accuracy was measured during the probe")]
     gaps = [a - v for a, v in pairs]
