@@ -212,8 +212,9 @@ def cmd_checks(args) -> int:
 
 def _common(p):
     p.add_argument("--json", metavar="PATH", help="write the report as JSON to PATH")
-    p.add_argument("--budget", choices=("quick", "standard", "thorough"), default="quick",
-                   help="how much training the probes may do (default: quick)")
+    p.add_argument("--budget", choices=("static", "quick", "standard", "thorough"),
+                   default="quick", help="how much training the probes may do: static = none, "
+                                         "read the model and data only (default: quick)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--verbose", "-v", action="store_true", help="show all evidence")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")

@@ -57,6 +57,13 @@ class Layer:
     scale: float | None = None  # RESCALE: multiplier applied to the input, when known
 
     @property
+    def label(self) -> str:
+        """How to name this step to a person: its name, and what it is when the name is a
+        bare index (torch nn.Sequential names its children "0", "1", ...)."""
+        return f"{self.name} ({self.source})" if self.name.rsplit(".", 1)[-1].isdigit() \
+            else self.name
+
+    @property
     def nonlinear(self) -> bool:
         """True when this step applies an elementwise nonlinearity (fused or standalone)."""
         return (self.activation or LINEAR) in NONLINEAR_ACTIVATIONS

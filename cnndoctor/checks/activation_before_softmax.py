@@ -36,15 +36,15 @@ def check(ev):
     out = []
     for act, softmax in pairs:
         fused = act.kind == g.WEIGHTED
-        where = (f"{act.name} ({act.source}, activation='{act.activation}')" if fused
-                 else f"{act.name} ({act.source})")
+        where = (f"{act.label} ({act.source}, activation='{act.activation}')" if fused
+                 else f"{act.label} ({act.source})")
         keras_fix = (f"keras.layers.{act.source}({act.units}"
                      f"{', ...' if act.op == 'conv' else ''})  # was activation='{act.activation}'"
                      if fused else f"# delete the layer {act.name!r} "
                                    f"(keras.layers.Activation('{act.activation}'))")
         torch_fix = (f"# in forward(): return the last layer's output as it is, e.g.\n"
                      f"#   return self.fc(x)        # not {act.activation}(self.fc(x))"
-                     if not fused else f"# remove the {act.activation} after {act.name}")
+                     if not fused else f"# remove the {act.activation} after {act.label}")
         out.append(Finding(
             code=CODE, area="model", severity="error",
             title=f"{act.activation} applied to the logits right before {softmax}",
@@ -63,7 +63,7 @@ def check(ev):
             evidence={"activation_layer": act.name, "activation": act.activation,
                       "fused_into_weighted_layer": fused, "softmax": softmax,
                       "logit_units": act.units or _units(act)},
-            fix=Fix(summary=f"make the logits linear: remove {act.activation} from {act.name}",
+            fix=Fix(summary=f"make the logits linear: remove {act.activation} from {act.label}",
                     code=snippet(ev, keras=keras_fix, torch=torch_fix))))
     return out
 

@@ -50,13 +50,13 @@ def check(ev):
             sev, why = problem
             out.append(Finding(
                 code=CODE, area="model", severity=sev,
-                title=f"dropout {layer.name} (rate {layer.rate}) {why.split(':')[0]}",
-                explanation=f"Dropout {layer.name} {why}. Training becomes a noisy struggle and "
+                title=f"dropout {layer.label} (rate {layer.rate}) {why.split(':')[0]}",
+                explanation=f"Dropout {layer.label} {why}. Training becomes a noisy struggle and "
                             f"the model underfits. Use a rate of 0.5 or less on hidden layers "
                             f"and none on the output.",
                 evidence={"layer": layer.name, "rate": layer.rate, "units": width,
                           "after_last_weighted_layer": idx > last_weighted},
-                fix=Fix(summary=f"lower the rate of {layer.name} to at most {HIGH_RATE}",
+                fix=Fix(summary=f"lower the rate of {layer.label} to at most {HIGH_RATE}",
                         code=snippet(ev, keras=f"keras.layers.Dropout({HIGH_RATE})",
                                      torch=f"nn.Dropout(p={HIGH_RATE})"))))
     if out:

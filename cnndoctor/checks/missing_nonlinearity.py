@@ -41,7 +41,7 @@ def check(ev):
                              f"nonlinearity ({len(graph.weighted)} weighted layers)",
                        {"weighted_layers": len(graph.weighted)})]
     whole = _extractor_is_linear(graph)
-    names = [f"{a.name} -> {b.name}" for a, b in pairs]
+    names = [f"{a.label} -> {b.label}" for a, b in pairs]
     keras_fix = "\n".join(
         f"keras.layers.{a.source}(..., activation='relu')  # {a.name}" for a, _ in pairs)
     torch_fix = "\n".join(
@@ -62,5 +62,5 @@ def check(ev):
         evidence={"pairs": names, "layers_without_activation": [a.name for a, _ in pairs],
                   "whole_feature_extractor_linear": whole,
                   "weighted_layers": len(graph.weighted)},
-        fix=Fix(summary=f"add a ReLU after {', '.join(a.name for a, _ in pairs)}",
+        fix=Fix(summary=f"add a ReLU after {', '.join(a.label for a, _ in pairs)}",
                 code=snippet(ev, keras=keras_fix, torch=torch_fix)))]

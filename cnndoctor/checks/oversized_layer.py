@@ -78,13 +78,13 @@ def _finding(ev, layer, share, total, disguised):
     torch_fix = ("self.head = nn.Sequential(nn.Conv2d(c, 128, 1), nn.ReLU(),\n"
                  "                          nn.Conv2d(128, n_classes, 1),\n"
                  "                          nn.AdaptiveAvgPool2d(1), nn.Flatten())")
-    title = (f"{layer.name} is a dense layer disguised as a {_k(layer)} convolution holding "
+    title = (f"{layer.label} is a dense layer disguised as a {_k(layer)} convolution holding "
              f"{share:.0%} of the parameters" if disguised else
-             f"{layer.name} holds {share:.0%} of the parameters with a fan-in of {layer.fan_in:,}")
+             f"{layer.label} holds {share:.0%} of the parameters with a fan-in of {layer.fan_in:,}")
     return Finding(
         code=CODE, area="model", severity="error" if disguised else "warning", title=title,
         explanation=(
-            (f"The kernel of {layer.name} covers its whole input map, so it computes what a "
+            (f"The kernel of {layer.label} covers its whole input map, so it computes what a "
              f"Dense layer would, but with {layer.params:,} weights ({share:.0%} of the model) "
              f"and {layer.fan_in:,} inputs per unit. Its default initialisation is scaled as for "
              f"a convolution (the kernel area counts in the fan-out), so it starts far smaller "

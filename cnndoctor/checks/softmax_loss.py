@@ -34,14 +34,14 @@ def double_softmax(ev):
             title=f"the model outputs {what} probabilities and the loss applies {what} again",
             explanation=(
                 f"{loss.source} expects raw logits and applies {what} itself, but the model "
-                f"already ends with {what} ({last.name}). The loss squashes values that are "
+                f"already ends with {what} ({last.label}). The loss squashes values that are "
                 f"already between 0 and 1 a second time: the predicted distribution can never "
                 f"get far from uniform, the loss cannot fall much below its starting value, and "
                 f"the gradients reaching the network are tiny. Training stalls."),
-            evidence={"output_layer": last.name, "output_activation": out,
+            evidence={"output_layer": last.label, "output_activation": out,
                       "loss": loss.source, "loss_expects": loss.expects},
             fix=Fix(summary=f"apply {what} once: either in the model or in the loss, not both",
-                    code=_fix_double(ev, last.name, loss)))]
+                    code=_fix_double(ev, last.label, loss)))]
     return [Passed("double-softmax", f"model outputs {out}; loss {loss.name} expects "
                                      f"{loss.expects}", {"output_activation": out,
                                                          "loss_expects": loss.expects})]
@@ -67,11 +67,11 @@ def missing_softmax(ev):
             code="missing-softmax", area="model", severity="error",
             title=f"the model outputs raw logits but {loss.name} expects {loss.expects}",
             explanation=(
-                f"The model's last layer ({graph.output_layer.name}) is linear, so it outputs "
+                f"The model's last layer ({graph.output_layer.label}) is linear, so it outputs "
                 f"unbounded logits, but {loss.source} expects {loss.expects.replace('_', ' ')}. "
                 f"The loss then reads negative or above-one numbers as probabilities: it is "
                 f"wrong, can be negative or infinite, and its gradients point the wrong way."),
-            evidence={"output_layer": graph.output_layer.name, "output_activation": out,
+            evidence={"output_layer": graph.output_layer.label, "output_activation": out,
                       "loss": loss.source, "loss_expects": loss.expects},
             fix=Fix(summary=f"tell the loss it gets logits, or add a {need} at the end",
                     code=snippet(ev, keras=keras_fix, torch=torch_fix)))]
@@ -125,7 +125,7 @@ def output_activation_mismatch(ev):
                        {"output_activation": out, "output_units": units})]
     return [Finding(code="output-activation-mismatch", area="model", severity=sev, title=title,
                     explanation=text,
-                    evidence={"output_layer": graph.output_layer.name, "output_activation": out,
+                    evidence={"output_layer": graph.output_layer.label, "output_activation": out,
                               "output_units": units, "loss": loss.source},
                     fix=Fix(summary="make the last activation fit the loss",
                             code=snippet(ev, keras=kfix, torch=tfix)))

@@ -15,7 +15,10 @@ from typing import Callable
 
 from ..evidence import Evidence
 
-BUDGETS = ("quick", "standard", "thorough")
+#: "static" reads the model, loss and data only (no training, seconds); the others bound how much
+#: training the probes may do.
+BUDGETS = ("static", "quick", "standard", "thorough")
+TRAINING_BUDGETS = ("quick", "standard", "thorough")
 
 # Probe modules under cnndoctor.probes, in the order they run. Data statistics first; modules
 # that a later capability adds are imported when present.
@@ -46,7 +49,7 @@ class Probe:
 REGISTRY: list[Probe] = []
 
 
-def register(name: str, budgets: tuple[str, ...] = BUDGETS):
+def register(name: str, budgets: tuple[str, ...] = TRAINING_BUDGETS):
     def wrap(fn):
         REGISTRY.append(Probe(name=name, fn=fn, budgets=tuple(budgets)))
         return fn

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import register
+from . import BUDGETS, register
 
 #: Statistics are computed on at most this many images per dataset (a fixed, evenly spaced subset):
 #: 2,000 images give percentiles to well under 1% of the range and cost ~50 ms.
@@ -36,7 +36,7 @@ def image_statistics(images: np.ndarray) -> dict:
     }
 
 
-@register("datastats")
+@register("datastats", budgets=BUDGETS)
 def datastats(ev, ctx) -> None:
     stats = {}
     for ds in [ev.train, ev.val, *ev.evaluation, ev.reference]:

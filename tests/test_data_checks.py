@@ -1,0 +1,115 @@
+"""Data checks on real MNIST digits: each problem built in, found, and measured."""
+import keras
+import numpy as np
+import pytest
+
+import cnndoctor
+
+
+def small_cnn(channels=1, rescale=None):
+    layers = [keras.Input((28, 28, channels))]
+    if rescale:
+        layers.append(keras.layers.Rescaling(rescale))
+    layers += [keras.layers.Conv2D(4, 3, activation="relu"), keras.layers.Flatten(),
+               keras.layers.Dense(10, activation="softmax")]
+    model = keras.Sequential(layers)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    return model
+
+
+def data_codes(report):
+    return {f.code: f for f in report.findings if f.area == "data"}
+
+
+def test_raw_pixels_are_unnormalized_and_scaling_fixes_it(mnist_small):
+    (x, y), _ = mnist_small
+    raw = cnndoctor.diagnose(small_cnn(), train=(x * 255, y), budget="static")
+    f = raw.get("unnormalized-input")
+    assert f.severity == "error"
+    assert f.evidence["max"] == pytest.approx(255, abs=1)
+    assert "Rescaling(1 / 255)" in f.fix.code
+    assert "unnormalized-input" in cnndoctor.diagnose(small_cnn(), train=(x, y), budget="static").passed_codes
+    inside = cnndoctor.diagnose(small_cnn(rescale=1 / 255), train=(x * 255, y), budget="static")
+    passed = {p.code: p for p in inside.passed}
+    assert passed["unnormalized-input"].figures["normalized_by"] == "rescaling"
+
+
+def test_imagenet_standardized_inputs_are_fine(mnist_small):
+    (x, y), _ = mnist_small
+    z = (x - x.mean()) / x.std()
+    report = cnndoctor.diagnose(small_cnn(), train=(z, y), budget="static")
+    assert "unnormalized-input" in report.passed_codes
+
+
+def test_class_imbalance(mnist):
+    x, y = mnist
+    keep = np.concatenate([np.flatnonzero(y != 0), np.flatnonzero(y == 0)[:20]])
+    report = cnndoctor.diagnose(small_cnn(), train=(x[keep, ..., None], y[keep]), budget="static")
+    f = report.get("class-imbalance")
+    assert f.severity == "warning" and f.evidence["ratio"] >= 20
+    assert f.evidence["rarest_classes"][0] == 0
+
+
+def test_shuffled_labels_are_uninformative(mnist_small):
+    (x, y), _ = mnist_small
+    shuffled = np.random.default_rng(3).permutation(y)
+    f = cnndoctor.diagnose(small_cnn(), train=(x, shuffled), budget="static").get("labels-uninformative")
+    assert f is not None and f.severity == "error"
+    assert max(f.evidence["probe_accuracy"].values()) < 0.2
+    real = cnndoctor.diagnose(small_cnn(), train=(x, y), budget="static")
+    passed = {p.code: p for p in real.passed}
+    assert max(passed["labels-uninformative"].figures["probe_accuracy"].values()) > 0.7
+
+
+def test_too_few_images_skip_the_label_probe():
+    x = np.zeros((6, 3, 3, 1), np.float32)
+    x[np.arange(6), np.arange(6) % 3] = 1.0
+    model = keras.Sequential([keras.Input((3, 3, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(2, activation="softmax")])
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    report = cnndoctor.diagnose(model, train=(x, np.arange(6) // 3), budget="static")
+    assert "labels-uninformative" in {s.code for s in report.skipped}
+
+
+def test_duplicate_leakage(mnist_small):
+    (x, y), (xv, yv) = mnist_small
+    val = (np.concatenate([xv[:200], x[:100]]), np.concatenate([yv[:200], y[:100]]))
+    f = cnndoctor.diagnose(small_cnn(), train=(x, y), val=val, budget="static").get("duplicate-leakage")
+    assert f.evidence["duplicates"] == 100 and f.evidence["share"] == pytest.approx(1 / 3)
+    clean = cnndoctor.diagnose(small_cnn(), train=(x, y), val=(xv, yv), budget="static")
+    assert "duplicate-leakage" in clean.passed_codes
+
+
+def test_colour_tied_to_label_is_spurious(mnist):
+    x, y = mnist
+    x, y = x[:1500], y[:1500]
+    tied = np.zeros((len(x), 28, 28, 3), np.float32)
+    tied[np.arange(len(x)), :, :, y % 3] = x
+    report = cnndoctor.diagnose(small_cnn(3), train=(tied, y), budget="static")
+    f = report.get("spurious-correlation")
+    assert f is not None and f.severity == "error"
+    assert f.evidence["property"] == "dominant color channel"
+    assert f.evidence["cramers_v"] > 0.9
+    rand = np.zeros_like(tied)
+    rand[np.arange(len(x)), :, :, np.random.default_rng(0).integers(0, 3, len(x))] = x
+    ok = cnndoctor.diagnose(small_cnn(3), train=(rand, y), budget="static")
+    assert "spurious-correlation" in ok.passed_codes
+
+
+def test_channels_first_data_for_a_keras_model(mnist_small):
+    (x, y), _ = mnist_small
+    rgb = np.repeat(x, 3, axis=-1)
+    report = cnndoctor.diagnose(small_cnn(3), train=(np.transpose(rgb, (0, 3, 1, 2)), y), budget="static")
+    f = report.get("channel-layout")
+    assert f.severity == "error" and f.evidence["data_layout"] == "channels_first"
+    assert "transpose" in f.fix.code
+
+
+def test_nan_and_out_of_range_labels_are_refused_with_the_reason(mnist_small):
+    (x, y), _ = mnist_small
+    bad = x.copy()
+    bad[7, 0, 0, 0] = np.nan
+    with pytest.raises(cnndoctor.InputError, match="1 of 1000 training images contain NaN"):
+        cnndoctor.diagnose(small_cnn(), train=(bad, y), budget="static")
+    with pytest.raises(cnndoctor.InputError, match="labels are 10 or more"):
+        cnndoctor.diagnose(small_cnn(), train=(x, y + 1), budget="static")
