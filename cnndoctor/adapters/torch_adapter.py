@@ -748,6 +748,8 @@ class _Builder:
             size = _arg(args, kwargs, 1, "output_size")
             kind = GLOBAL_POOL if size is not None and _all_ones(size) else POOL
             return dict(kind=kind, op=_ADAPTIVE_POOL_FNS[canon]), params
+        if canon in ("max", "min") and len(data) >= 2:  # torch.max(a, b): elementwise, joins
+            return dict(kind=MERGE), params
         if canon in _REDUCE_FNS:
             return dict(kind=_reduction_kind(in_shape, out_shape, _arg(args, kwargs, 1, "dim")),
                         op=_REDUCE_FNS[canon]), params
