@@ -27,7 +27,9 @@ OTHER = "other"
 LINEAR = "linear"
 NONLINEAR_ACTIVATIONS = frozenset(
     {"relu", "relu6", "leaky_relu", "elu", "selu", "gelu", "silu", "swish", "sigmoid", "tanh",
-     "softplus", "softsign", "hard_sigmoid", "hard_swish", "mish", "prelu", "exponential"})
+     "softplus", "softsign", "hard_sigmoid", "hard_swish", "mish", "prelu", "exponential",
+     "hardtanh", "celu", "rrelu", "log_sigmoid", "glu", "threshold", "softshrink",
+     "hardshrink", "tanhshrink", "hardsigmoid", "hardswish"})
 #: Layer kinds that pass values through without computing anything a check cares about.
 PASS_THROUGH = frozenset({SHAPE, DROPOUT})
 
