@@ -49,7 +49,7 @@ def test_weights_and_mode_are_untouched(mnist_small):
 
 def test_report_json_follows_the_contract(mnist_small, tmp_path):
     (x, y), _ = mnist_small
-    report = cnndoctor.diagnose(keras_model(broken=True), train=(x, y))
+    report = cnndoctor.diagnose(keras_model(broken=True), train=(x, y), budget="static")
     path = tmp_path / "r.json"
     report.to_json(str(path))
     data = json.loads(path.read_text())
@@ -112,13 +112,14 @@ def test_cli_check_exit_codes_and_json(tmp_path, mnist_small, capsys):
     broken, data = _save_case(tmp_path, mnist_small, broken=True)
     before = open(broken, "rb").read()
     out = tmp_path / "report.json"
-    assert main(["check", broken, "--train", data, "--json", str(out), "-q"]) == 1
+    assert main(["check", broken, "--train", data, "--json", str(out), "-q",
+                 "--budget", "static"]) == 1
     assert open(broken, "rb").read() == before  # the user's file is not rewritten
     assert json.loads(out.read_text())["verdict"] == "broken"
+    assert "BROKEN" in capsys.readouterr().out
     healthy, data = _save_case(tmp_path, mnist_small, broken=False)
-    assert main(["check", healthy, "--train", data, "-q"]) == 0
-    printed = capsys.readouterr().out
-    assert "HEALTHY" in printed
+    assert main(["check", healthy, "--train", data, "-q", "--budget", "static"]) == 0
+    assert "HEALTHY" in capsys.readouterr().out
 
 
 def test_cli_bad_input_exits_2_with_one_line(tmp_path, mnist_small, capsys):

@@ -1,0 +1,40 @@
+"""Seconds cnndoctor takes to diagnose each built-in case, per budget.
+
+    python benchmarks/diagnosis_time.py                 # static checks only (model, loss, data)
+    python benchmarks/diagnosis_time.py static quick    # also the quick training probes
+
+Case building (data generation, and for case 4 the brief training the case needs) is timed
+separately and not counted in the diagnosis.
+"""
+import os
+import sys
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+
+import torch  # noqa: E402
+
+import cnndoctor  # noqa: E402
+from cnndoctor.cases import all_cases  # noqa: E402
+
+
+def main(budgets):
+    print(f"torch threads: {torch.get_num_threads()}, cpu count: {os.cpu_count()}")
+    print(f"{'case':36} {'images':>7} {'build s':>8} " + " ".join(f"{b + ' s':>10}"
+                                                            for b in budgets))
+    for case in all_cases():
+        t0 = time.perf_counter()
+        setup = case.build(0)
+        build = time.perf_counter() - t0
+        row = []
+        for budget in budgets:
+            t0 = time.perf_counter()
+            report = cnndoctor.diagnose(setup.model, **setup.diagnose_kwargs(), budget=budget)
+            row.append(time.perf_counter() - t0)
+        n = len(setup.train[0])
+        print(f"{case.id:36} {n:7d} {build:8.2f} " + " ".join(f"{s:10.2f}" for s in row)
+              + f"   {report.verdict}: {', '.join(report.codes) or '-'}", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] or ["static"])
