@@ -104,9 +104,9 @@ ROAD_GRAY = (0.25, 0.5)  # mean asphalt level, drawn per image
 TEXTURE_CELLS = (6, 10)  # coarse grid of the smooth blotches, upsampled to the image
 TEXTURE_AMPLITUDE = 0.08
 GRAIN_SIGMA = 0.05  # per-pixel noise
-STRIPE_GAIN = (0.25, 0.5)  # how much brighter the lane marking is than the road
-STRIPE_WIDTH = (1.5, 4.0)  # pixels
-PATCH_GAIN = (0.15, 0.4)  # bright distractor patches (sun glare, lighter asphalt), both classes
+STRIPE_GAIN = (0.3, 0.6)  # how much brighter the lane marking is than the road
+STRIPE_WIDTH = (2.0, 4.0)  # pixels
+PATCH_GAIN = (0.1, 0.3)  # bright distractor patches (sun glare, lighter asphalt), both classes
 
 
 def _smooth_noise(rng: np.random.Generator, n: int, size: tuple[int, int]) -> np.ndarray:
