@@ -113,7 +113,10 @@ class _Watcher:
         nonfinite = self.losses and not math.isfinite(self.losses[-1])
         if self._judged % JUDGE_EVERY and not nonfinite:
             return None
-        return self.judge()
+        try:
+            return self.judge()
+        except Exception:  # a monitor must never break the user's training
+            return None
 
     def judge(self) -> Finding | None:
         from .checks import training as ct

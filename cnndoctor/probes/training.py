@@ -354,7 +354,8 @@ class LayerRecorder:
                         "grad_norm_first": grads[0] if grads else None,
                         "grad_norm_last": grads[-1] if grads else None,
                         "grad_rms_median": (_median(grads) / math.sqrt(max(1, sum(
-                            r.param.numel() for r in refs)))) if grads else None,
+                            r.param.numel() for r in refs)))) if _median(grads) is not None
+                        else None,
                         "update_ratio_median": _median(ups),
                         "weight_norm": float(kernel.param.detach().float().norm()),
                         "kernel_numel": numel})
