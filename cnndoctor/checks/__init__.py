@@ -9,11 +9,11 @@ module name to ``MODULES`` below, and add its test.
 """
 from __future__ import annotations
 
-import importlib
 import traceback
 from dataclasses import dataclass
 from typing import Callable
 
+from .._plugins import import_modules, sort_by_module
 from ..evidence import Evidence
 from ..report import Finding, Fix, Passed, Skipped
 
@@ -99,17 +99,8 @@ def _missing(ev: Evidence, need: str) -> str | None:
 def load_all() -> list[Check]:
     """Import every check module once so that they register; returns the registry."""
     if not getattr(load_all, "_done", False):
-        for name in MODULES:
-            importlib.import_module(f"{__name__}.{name}")
-        for name in OPTIONAL_MODULES:
-            try:
-                importlib.import_module(f"{__name__}.{name}")
-            except ModuleNotFoundError as exc:
-                if exc.name != f"{__name__}.{name}":
-                    raise
-        order = MODULES + OPTIONAL_MODULES
-        REGISTRY.sort(key=lambda c: order.index(c.fn.__module__.rsplit(".", 1)[-1])
-                      if c.fn.__module__.rsplit(".", 1)[-1] in order else len(order))
+        import_modules(__name__, MODULES, OPTIONAL_MODULES)
+        sort_by_module(REGISTRY, MODULES + OPTIONAL_MODULES)
         load_all._done = True
     return REGISTRY
 

@@ -7,12 +7,12 @@ with the budgets it runs at; ``run_probes`` runs those that fit the chosen budge
 """
 from __future__ import annotations
 
-import importlib
 import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Callable
 
+from .._plugins import import_modules, sort_by_module
 from ..evidence import Evidence
 
 #: "static" reads the model, loss and data only (no training, seconds); the others bound how much
@@ -59,14 +59,8 @@ def register(name: str, budgets: tuple[str, ...] = TRAINING_BUDGETS):
 
 def load_all() -> list[Probe]:
     if not getattr(load_all, "_done", False):
-        for name in MODULES:
-            importlib.import_module(f"{__name__}.{name}")
-        for name in OPTIONAL_MODULES:
-            try:
-                importlib.import_module(f"{__name__}.{name}")
-            except ModuleNotFoundError as exc:
-                if exc.name != f"{__name__}.{name}":
-                    raise
+        import_modules(__name__, MODULES, OPTIONAL_MODULES)
+        sort_by_module(REGISTRY, MODULES + OPTIONAL_MODULES)
         load_all._done = True
     return REGISTRY
 
