@@ -482,9 +482,9 @@ class Session:
         train_mode = sum(s.notes.get("calls_in_training_mode", 0) for _, s in evals)
         mods = list(rec.model.modules())
         torch = sys.modules["torch"]
-        dropout = [n for n, m in rec.model.named_modules()
+        dropout = [f"{n or 'model'} ({type(m).__name__})" for n, m in rec.model.named_modules()
                    if isinstance(m, torch.nn.modules.dropout._DropoutNd)]
-        norm = [n for n, m in rec.model.named_modules()
+        norm = [f"{n or 'model'} ({type(m).__name__})" for n, m in rec.model.named_modules()
                 if isinstance(m, torch.nn.modules.batchnorm._NormBase)]
         return {
             "optimizer": type(rec.optimizer).__name__ if rec.optimizer is not None else None,
