@@ -106,6 +106,12 @@ def command(args) -> int:
                           progress=_progress, **kwargs)
     except InputError as exc:
         return _fail(_with_error(f"the captured data could not be diagnosed: {exc}", session))
+    except Exception as exc:  # a bug of ours: say so in one line, keep the details for a report
+        import traceback
+
+        traceback.print_exc()
+        return _fail(_with_error(f"cnndoctor failed while diagnosing ({type(exc).__name__}: "
+                                 f"{exc}); please report it", session))
     report.notes.extend(_session_notes(session))
     report.figures["run"] = {"scripts": [r.to_dict() for r in session.scripts],
                              "sidecars_written": list(session.sidecars_written)}

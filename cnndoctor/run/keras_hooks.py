@@ -80,10 +80,7 @@ class KerasInstrument:
 
     def _compiled(self, model, args, kwargs, orig) -> None:
         rec = self.session.keras_record(model)
-        try:
-            bound = inspect.signature(orig).bind(model, *args, **kwargs).arguments
-        except TypeError:
-            bound = dict(kwargs)
+        bound = _bind(orig, model, args, kwargs)
         rec.compile = {k: _describe(bound.get(k)) for k in ("optimizer", "loss", "metrics")
                        if k in bound}
 
@@ -116,12 +113,7 @@ class KerasInstrument:
 
     def _fit_started(self, model, orig, args, kwargs) -> dict:
         rec = self.session.keras_record(model)
-        try:
-            a = inspect.signature(orig).bind(model, *args, **kwargs)
-            a.apply_defaults()
-            bound = a.arguments
-        except TypeError:
-            bound = dict(kwargs)
+        bound = _bind(orig, model, args, kwargs)
         x, y = bound.get("x"), bound.get("y")
         val = bound.get("validation_data")
         info = {
@@ -176,10 +168,7 @@ class KerasInstrument:
 
     def _eval_started(self, model, orig, args, kwargs) -> dict:
         rec = self.session.keras_record(model)
-        try:
-            bound = inspect.signature(orig).bind(model, *args, **kwargs).arguments
-        except TypeError:
-            bound = dict(kwargs)
+        bound = _bind(orig, model, args, kwargs)
         x = to_numpy(bound.get("x"))
         self.session.stream(rec, EVALUATION).begin(
             len(x) if x is not None and x.ndim >= 1 else None, spread=True)
@@ -309,6 +298,22 @@ class KerasInstrument:
 
 
 # ---- helpers ------------------------------------------------------------------------------
+def _bind(orig, model, args, kwargs) -> dict:
+    """The call's arguments by name, defaults included; unknown keywords (Keras 1/2 names such
+    as nb_epoch, which make the call itself fail) are left out so the data is still seen."""
+    sig = inspect.signature(orig)
+    try:
+        a = sig.bind(model, *args, **kwargs)
+    except TypeError:
+        known = {k: v for k, v in kwargs.items() if k in sig.parameters}
+        try:
+            a = sig.bind_partial(model, *args, **known)
+        except TypeError:
+            return dict(known)
+    a.apply_defaults()
+    return dict(a.arguments)
+
+
 def _like(new, orig):
     for attr in ("__name__", "__qualname__", "__doc__", "__module__"):
         try:

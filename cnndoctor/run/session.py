@@ -366,9 +366,9 @@ class Session:
             raise NothingToDiagnose(
                 f"{names} stopped with an error before any model was trained (see above)")
         raise NothingToDiagnose(
-            f"{names} never trained a model: no Keras model.fit() call and no PyTorch optimizer "
-            f"step on a module was seen (is the training behind an `if __name__ == '__main__'` "
-            f"that another entry point guards, or in a subprocess?)")
+            f"{names} never trained a model, so there is nothing to diagnose: no Keras "
+            f"model.fit() and no PyTorch optimizer.step() on a module was seen (training in a "
+            f"subprocess or another program is not seen either)")
 
     def diagnose_kwargs(self) -> dict:
         """The arguments for ``cnndoctor.diagnose`` (captured data included)."""
