@@ -28,6 +28,14 @@ from typing import Any, Callable
 
 import numpy as np
 
+#: torch intra-op threads while probes train or predict (the user's setting is restored after).
+#: Probe runs are many short runs on small batches, where thread hand-offs cost more than they
+#: save; on the shared 2-core machine we measured the standard diagnosis of an 8x8-digit CNN at
+#: 260 s with torch's default 2 threads and 4 s with 1 (benchmarks/probe_time.py). Parallelism
+#: belongs across runs (DESIGN.md: one executor for many short runs), not inside each.
+#: Override with the environment variable CNNDOCTOR_THREADS.
+PROBE_THREADS = 1
+
 # ---------------------------------------------------------------------------------------------
 # Basics
 
@@ -101,6 +109,26 @@ def preserved_rng():
             state, attrs = keras_attrs
             for name, value in attrs.items():
                 state.set_global_attribute(name, value)
+
+
+@contextlib.contextmanager
+def probe_threads():
+    """Run a block with PROBE_THREADS torch threads (or $CNNDOCTOR_THREADS), then restore."""
+    import os
+
+    torch = _torch()
+    try:
+        wanted = int(os.environ.get("CNNDOCTOR_THREADS", PROBE_THREADS))
+    except ValueError:
+        wanted = PROBE_THREADS
+    before = torch.get_num_threads()
+    if wanted > 0 and wanted != before:
+        torch.set_num_threads(wanted)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 def seed_everything(seed: int) -> None:
@@ -180,7 +208,7 @@ def predict(model: Any, x: Any, *, batch_size: int = 256) -> np.ndarray:
     framework = framework_of(model)
     n = _length(x)
     outs = []
-    with torch.no_grad():
+    with torch.no_grad(), probe_threads():
         ctx = _torch_modes(model, False) if framework == "torch" else contextlib.nullcontext()
         with ctx:
             for start in range(0, n, batch_size):
@@ -658,9 +686,10 @@ def fit(model: Any, x: Any, y: Any, *, loss: Any = None, optimizer: Any = None, 
                                "val_loss": [], "lr": [], "steps": 0, "seconds": 0.0,
                                "stopped": None, "nonfinite_step": None}
     start = time.perf_counter()
-    with preserved_rng():
+    with preserved_rng(), probe_threads():
         seed_everything(seed)
-        _reseed_keras_generators(model, seed) if framework == "keras" else None
+        if framework == "keras":
+            _reseed_keras_generators(model, seed)
         trainer = _Trainer(model, framework, loss, optimizer, lr)
         history["optimizer"] = describe_optimizer(trainer.optimizer, model)
         rng = np.random.default_rng(seed)
