@@ -121,7 +121,7 @@ def test_case2_healthy_has_no_training_error_over_five_seeds(case_id):
 def test_case1_healthy_has_no_training_error():
     report = _diagnose("1-colored-mnist-healthy", "colored_mnist")
     assert _training_errors(report) == [], report.codes
-    assert {"dead-relu", "no-learning", "seed-instability"} <= set(report.passed_codes)
+    assert {"dead-relu", "no-learning", "cannot-overfit-batch"} <= set(report.passed_codes)
 
 
 # ---------------------------------------------------------------------------------------------
