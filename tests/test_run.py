@@ -121,6 +121,35 @@ def test_case4_evaluation_in_a_later_session_uses_the_training_record(case4):
     assert sha256(model) == before  # the model file is bit-identical after a diagnosis
 
 
+def test_case4_from_the_python_api_and_the_negative(case4):
+    """The same checks from diagnose(evaluate=...), and silence when evaluation is done right."""
+    import keras
+    import numpy as np
+
+    import cnndoctor
+
+    sys.path.insert(0, os.path.join(EXAMPLES, "case4"))
+    try:
+        from pairs import load
+    finally:
+        sys.path.pop(0)
+    (xt, yt), (xv, yv) = load()
+    model = keras.models.load_model(case4["model"])
+    train = (xt[:1000].astype("float32") / 255, yt[:1000])
+    val = (xv[:500].astype("float32") / 255, yv[:500])
+    bad = cnndoctor.diagnose(model, train=train, val=val, evaluate=(xv[500:], yv[500:]),
+                             budget="quick")
+    assert {"preprocessing-mismatch", "prediction-collapse", "train-eval-discrepancy"} <= \
+        set(bad.codes)
+    good = cnndoctor.diagnose(model, train=train, val=val,
+                              evaluate=(xv[500:].astype("float32") / 255, yv[500:]),
+                              budget="quick")
+    for code in ("preprocessing-mismatch", "prediction-collapse", "train-eval-discrepancy"):
+        assert good.get(code) is None, good.get(code)
+        assert code in good.passed_codes
+    assert np.asarray(good.figures["confusion_matrix"]["matrix"]).trace() > 100
+
+
 # ---- cases 1 and 2 as plain scripts: the same findings as the built-in demo ---------------------
 def test_case1_script(tmp_path):
     rc, _, stderr, data = cnndoctor(os.path.join(EXAMPLES, "case1_colored_mnist.py"), "--",
