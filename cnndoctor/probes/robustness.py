@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 from scipy import ndimage
 
-from . import register
+from . import BUDGETS, register
+from ..augment import (INK_FRACTION, INK_QUANTILE, MIN_CONTRAST, PERTURBATIONS, Augment,
+                       Normalize, _border_stats, apply, applicable, from_unit, layout_of, to_unit,
+                       value_range)
 
 # ---------------------------------------------------------------------------------------------
 # Sizes and thresholds
@@ -74,40 +76,9 @@ VERIFY_SEEDS = 3
 VERIFY_MAX_TRAIN = 6000  # training images per run (an evenly spread subset)
 VERIFY_EPOCHS = 3  # when the user's epoch count is unknown
 VERIFY_MAX_EPOCHS = 5
-#: An augmentation is applied to each image with this probability: half the batch stays clean,
-#: so clean accuracy does not suffer (the usual default of augmentation libraries, 0.5).
-AUGMENT_PROBABILITY = 0.5
 
 # ---------------------------------------------------------------------------------------------
 # Value range: training data -> [0, 1] and back
-
-
-def value_range(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel (low, high) of the training images: 0.1 and 99.9 percentiles of a subset.
-
-    Values near the usual ends (0, 1, 255) are snapped to them, so that 0-255 and 0-1 data map
-    exactly. For standardized data ((x - mean) / std) the ends are the standardized 0 and 1.
-    """
-    sub = _subset(images, 2000)
-    flat = np.nan_to_num(sub.reshape(-1, sub.shape[-1]).astype(np.float64))
-    lo = np.percentile(flat, 0.1, axis=0)
-    hi = np.percentile(flat, 99.9, axis=0)
-    for ends in ((0.0, 1.0), (0.0, 255.0), (-1.0, 1.0)):
-        span = ends[1] - ends[0]
-        lo = np.where(np.abs(lo - ends[0]) < 0.05 * span, ends[0], lo)
-        hi = np.where(np.abs(hi - ends[1]) < 0.05 * span, ends[1], hi)
-    hi = np.where(hi - lo > 1e-6, hi, lo + 1.0)
-    return lo.astype(np.float32), hi.astype(np.float32)
-
-
-def to_unit(images: np.ndarray, vr) -> np.ndarray:
-    lo, hi = vr
-    return ((images - lo) / (hi - lo)).astype(np.float32)
-
-
-def from_unit(u: np.ndarray, vr) -> np.ndarray:
-    lo, hi = vr
-    return (lo + np.clip(u, 0.0, 1.0) * (hi - lo)).astype(np.float32)
 
 
 def _subset(images: np.ndarray, n: int, labels=None):
@@ -159,7 +130,7 @@ PROPERTIES = {p.name: p for p in [
              "median of the 2-pixel border (0 = darkest training value, 1 = brightest)"),
     Property("background unevenness", "of the value range", 0.05,
              "spread between the medians of the four border strips (lighting gradients)"),
-    Property("contrast", "of the value range", 0.05,
+    Property("contrast", "of the value range", 0.1,  # 10%: a contrast change one notices
              "difference between the object (ink) and the background"),
     Property("bright object share", "share of images", 0.25,  # a polarity flip is 0 -> 1
              "1 when the object is brighter than its background, 0 when darker (polarity)"),
@@ -179,21 +150,7 @@ PROPERTIES = {p.name: p for p in [
     Property("red share", "of the channel sum", 0.02, "red channel / sum of channels"),
     Property("blue share", "of the channel sum", 0.02, "blue channel / sum of channels"),
 ]}
-RING = 2 / 28  # border ring width as a share of the image side (2 pixels at MNIST's 28)
-INK_QUANTILE = 0.98  # the ink level: this quantile of |pixel - background| per image
-INK_FRACTION = 0.5  # a pixel is ink when it is at least this share of the contrast away
-MIN_CONTRAST = 0.02  # below this the image is flat: no object to measure
 _IMMERKAER = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float32)
-
-
-def _border_stats(gray: np.ndarray):
-    n, h, w = gray.shape
-    r = max(1, int(round(RING * min(h, w))))
-    strips = [gray[:, :r, :].reshape(n, -1), gray[:, -r:, :].reshape(n, -1),
-              gray[:, :, :r].reshape(n, -1), gray[:, :, -r:].reshape(n, -1)]
-    ring = np.concatenate(strips, axis=1)
-    sides = np.stack([np.median(s, axis=1) for s in strips], axis=1)
-    return np.median(ring, axis=1), sides.max(axis=1) - sides.min(axis=1)
 
 
 def image_properties(u: np.ndarray) -> dict[str, np.ndarray]:
@@ -306,321 +263,6 @@ def shift_distance(comparison: dict[str, dict], names=None) -> float:
 
 
 # ---------------------------------------------------------------------------------------------
-# Perturbations: functions of (u, levels, rng) -> u on N x H x W x C images in [0, 1].
-# ``levels`` has one strength per image, so that the same functions serve as augmentations.
-
-
-def _background(u: np.ndarray) -> np.ndarray:
-    return _border_stats(u.mean(axis=3))[0]
-
-
-def _upsample(grid: np.ndarray, h: int, w: int) -> np.ndarray:
-    """Bilinear upsampling of N x gh x gw grids to N x h x w (corners aligned)."""
-    n, gh, gw = grid.shape
-    ys, xs = np.linspace(0, gh - 1, h), np.linspace(0, gw - 1, w)
-    y0, x0 = np.minimum(ys.astype(int), gh - 2), np.minimum(xs.astype(int), gw - 2)
-    fy, fx = (ys - y0)[None, :, None], (xs - x0)[None, None, :]
-    a, b = grid[:, y0][:, :, x0], grid[:, y0][:, :, x0 + 1]
-    c, d = grid[:, y0 + 1][:, :, x0], grid[:, y0 + 1][:, :, x0 + 1]
-    return (a * (1 - fx) + b * fx) * (1 - fy) + (c * (1 - fx) + d * fx) * fy
-
-
-def _smooth_field(rng, n: int, h: int, w: int) -> np.ndarray:
-    """Smooth random fields in [-1, 1]: a lighting ramp plus low-frequency blotches."""
-    angle = rng.uniform(0, 2 * np.pi, size=(n, 1, 1))
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    ramp = np.cos(angle) * (xx / max(w - 1, 1) - 0.5) + np.sin(angle) * (yy / max(h - 1, 1) - 0.5)
-    blotch = _upsample(rng.normal(size=(n, 4, 4)), h, w)
-    return np.clip(1.2 * ramp + 0.25 * blotch, -1.0, 1.0).astype(np.float32)
-
-
-def _warp(u: np.ndarray, mats: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """Affine warp of every image: output pixel p samples input at mats[i] @ p + offsets[i].
-
-    Bilinear, border values repeated outside (the background continues), vectorized over the
-    batch.
-    """
-    n, h, w, c = u.shape
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    sy = mats[:, 0, 0, None, None] * yy + mats[:, 0, 1, None, None] * xx + offsets[:, 0, None, None]
-    sx = mats[:, 1, 0, None, None] * yy + mats[:, 1, 1, None, None] * xx + offsets[:, 1, None, None]
-    sy, sx = np.clip(sy, 0, h - 1), np.clip(sx, 0, w - 1)
-    y0, x0 = np.minimum(sy.astype(int), h - 2 if h > 1 else 0), np.minimum(sx.astype(int),
-                                                                          w - 2 if w > 1 else 0)
-    y1, x1 = np.minimum(y0 + 1, h - 1), np.minimum(x0 + 1, w - 1)
-    fy, fx = (sy - y0)[..., None], (sx - x0)[..., None]
-    i = np.arange(n)[:, None, None]
-    top = u[i, y0, x0] * (1 - fx) + u[i, y0, x1] * fx
-    bottom = u[i, y1, x0] * (1 - fx) + u[i, y1, x1] * fx
-    return (top * (1 - fy) + bottom * fy).astype(np.float32)
-
-
-def _about_centre(mats: np.ndarray, h: int, w: int) -> np.ndarray:
-    c = np.array([(h - 1) / 2, (w - 1) / 2])
-    return c[None, :] - mats @ c
-
-
-def p_inversion(u, levels, rng):
-    lv = levels[:, None, None, None]
-    return u * (1 - lv) + (1.0 - u) * lv
-
-
-def p_background(u, levels, rng):
-    """Replace the background by gray, uneven "paper": ``level`` of the way to mid-gray, with a
-    lighting gradient of the same order; the object keeps its value."""
-    n, h, w, c = u.shape
-    gray = u.mean(axis=3)
-    bg = _background(u)
-    contrast = np.quantile(np.abs(gray - bg[:, None, None]).reshape(n, -1), INK_QUANTILE, axis=1)
-    ink = np.clip(np.abs(gray - bg[:, None, None]) / np.maximum(contrast, MIN_CONTRAST)[:, None, None],
-                  0, 1)
-    lv = levels[:, None, None]
-    toward = (0.5 - bg)[:, None, None]
-    target = bg[:, None, None] + lv * toward + 0.25 * lv * _smooth_field(rng, n, h, w)
-    shift = (target - bg[:, None, None]) * (1 - ink)
-    return np.clip(u + shift[..., None], 0, 1)
-
-
-def p_contrast(u, levels, rng):
-    """Scale the deviations from the image mean: ``level`` is the share of contrast kept."""
-    mean = u.mean(axis=(1, 2), keepdims=True)
-    return mean + (u - mean) * levels[:, None, None, None]
-
-
-def p_brightness(u, levels, rng):
-    """Add ``level`` to dark images and subtract it from bright ones (where there is room)."""
-    sign = np.where(u.mean(axis=(1, 2, 3)) < 0.5, 1.0, -1.0)
-    return np.clip(u + (sign * levels)[:, None, None, None], 0, 1)
-
-
-def p_noise(u, levels, rng):
-    return np.clip(u + rng.normal(size=u.shape).astype(np.float32) * levels[:, None, None, None], 0, 1)
-
-
-def p_blur(u, levels, rng):
-    """Gaussian blur; ``level`` is sigma in pixels at a 28-pixel image (scaled with the size).
-    Strengths are rounded to 0.25 px so that images sharing one are filtered together."""
-    out = u.copy()
-    k = u.shape[1] / 28.0
-    q = np.round(np.asarray(levels) * 4) / 4
-    for s in np.unique(q[q > 0]):
-        m = q == s
-        out[m] = ndimage.gaussian_filter(u[m], (0, s * k, s * k, 0), mode="nearest")
-    return out
-
-
-def p_shift(u, levels, rng):
-    """Translate by ``level`` x image size in a random direction (border values fill in)."""
-    n, h, w, _ = u.shape
-    angle = rng.uniform(0, 2 * np.pi, size=n)
-    offsets = -levels[:, None] * np.stack([h * np.sin(angle), w * np.cos(angle)], axis=1)
-    return _warp(u, np.repeat(np.eye(2)[None], n, axis=0), offsets)
-
-
-def p_scale(u, levels, rng):
-    """Zoom about the centre by ``level`` (0.75 = smaller object, 1.5 = larger)."""
-    n, h, w, _ = u.shape
-    mats = np.eye(2)[None] / np.asarray(levels, dtype=np.float64)[:, None, None]
-    return _warp(u, mats, _about_centre(mats, h, w))
-
-
-def p_rotation(u, levels, rng):
-    """Rotate about the centre by ``level`` degrees, clockwise or counter-clockwise at random."""
-    n, h, w, _ = u.shape
-    a = np.deg2rad(np.asarray(levels, dtype=np.float64) * rng.choice([-1.0, 1.0], size=n))
-    mats = np.stack([np.stack([np.cos(a), -np.sin(a)], 1), np.stack([np.sin(a), np.cos(a)], 1)], 1)
-    return _warp(u, mats, _about_centre(mats, h, w))
-
-
-def p_stroke(u, levels, rng):
-    """Thicker (+1, +2 pixels) or thinner (-1) strokes: grey dilation/erosion of the object."""
-    out = u.copy()
-    bright = _objects_are_bright(u)
-    lv = np.rint(levels).astype(int)
-    for k in np.unique(lv[lv != 0]):
-        size = (1, 2 * abs(k) + 1, 2 * abs(k) + 1, 1)
-        grow = (k > 0) == bright  # thicker bright ink = dilation; thicker dark ink = erosion
-        for mask, op in ((grow & (lv == k), ndimage.maximum_filter),
-                         (~grow & (lv == k), ndimage.minimum_filter)):
-            if mask.any():
-                out[mask] = op(u[mask], size=size)
-    return out
-
-
-def _objects_are_bright(u: np.ndarray) -> np.ndarray:
-    gray = u.mean(axis=3)
-    dev = gray - _background(u)[:, None, None]
-    contrast = np.quantile(np.abs(dev).reshape(len(u), -1), INK_QUANTILE, axis=1)
-    ink = np.abs(dev) > INK_FRACTION * np.maximum(contrast, MIN_CONTRAST)[:, None, None]
-    return np.where(ink, dev, 0).sum(axis=(1, 2)) >= 0
-
-
-def p_color(u, levels, rng):
-    """1: a warm color cast (blue x0.85, green x0.93); 2: channels swapped (RGB -> GBR);
-    3: grayscale (channel mean)."""
-    out = u.copy()
-    lv = np.rint(levels).astype(int)
-    cast = lv == 1
-    out[cast] = u[cast] * np.array([1.0, 0.93, 0.85], dtype=np.float32)
-    swap = lv == 2
-    out[swap] = u[swap][..., [1, 2, 0]]
-    gray = lv == 3
-    out[gray] = u[gray].mean(axis=3, keepdims=True)
-    return out
-
-
-@dataclass(frozen=True)
-class Perturbation:
-    name: str
-    fn: Callable
-    levels: tuple  # strengths tried by the sweep, mildest first
-    describe: Callable[[float], str]  # level -> words
-    properties: tuple  # the image properties it changes (links the sweep with domain-shift)
-    neutral: float = 0.0
-    needs_color: bool = False
-    fine: tuple = ()  # extra, milder strengths tried when matching the reference samples
-
-
-PERTURBATIONS = {p.name: p for p in [
-    Perturbation("inversion", p_inversion, (1.0,), lambda v: "colors inverted",
-                 ("bright object share", "background level", "mean brightness")),
-    Perturbation("background", p_background, (0.3, 0.6, 0.9),
-                 lambda v: f"gray uneven background ({v:.0%} of the way to mid-gray)",
-                 ("background level", "background unevenness", "contrast", "mean brightness"),
-                 fine=(0.15, 0.45, 0.75)),
-    Perturbation("contrast", p_contrast, (0.6, 0.4, 0.25),
-                 lambda v: f"contrast x{v:.2f}", ("contrast", "background level",
-                                                   "mean brightness", "edge sharpness"),
-                 neutral=1.0, fine=(0.8, 0.5, 0.3)),
-    Perturbation("brightness", p_brightness, (0.1, 0.2, 0.3),
-                 lambda v: f"brightness {v:+.0%} of the range", ("background level",
-                                                                  "mean brightness", "contrast"),
-                 fine=(0.05, 0.15)),
-    Perturbation("noise", p_noise, (0.05, 0.1, 0.2), lambda v: f"noise sigma {v:.2f}",
-                 ("noise",), fine=(0.015, 0.03)),
-    Perturbation("blur", p_blur, (0.75, 1.25, 2.0),
-                 lambda v: f"blur sigma {v:.2f} px (at 28 px)", ("edge sharpness", "stroke width"),
-                 fine=(0.5, 1.0)),
-    Perturbation("shift", p_shift, (0.1, 0.15, 0.2), lambda v: f"shifted by {v:.0%} of the size",
-                 ("off-centre",), fine=(0.05,)),
-    Perturbation("scale", p_scale, (0.75, 1.25, 1.5), lambda v: f"scaled x{v:.2f}",
-                 ("object size", "stroke width"), neutral=1.0, fine=(0.9, 1.1)),
-    Perturbation("rotation", p_rotation, (10.0, 20.0, 30.0), lambda v: f"rotated {v:.0f} degrees",
-                 ()),
-    Perturbation("stroke", p_stroke, (-1.0, 1.0, 2.0),
-                 lambda v: f"strokes {'thinner' if v < 0 else 'thicker'} by {abs(v):.0f} px",
-                 ("stroke width",)),
-    Perturbation("color", p_color, (1.0, 2.0, 3.0),
-                 lambda v: {1: "warm color cast", 2: "color channels swapped",
-                            3: "grayscale"}[int(round(v))],
-                 ("colorfulness", "red share", "blue share"), needs_color=True),
-]}
-
-
-def apply(u: np.ndarray, name: str, level: float, rng: np.random.Generator) -> np.ndarray:
-    """Perturb every image of ``u`` (N x H x W x C in [0, 1]) by ``name`` at ``level``."""
-    p = PERTURBATIONS[name]
-    return np.clip(p.fn(u, np.full(len(u), float(level), dtype=np.float32), rng), 0, 1).astype(
-        np.float32)
-
-
-def applicable(name: str, images: np.ndarray) -> str | None:
-    """Why a perturbation does not apply to these images, or None."""
-    p = PERTURBATIONS[name]
-    if p.needs_color:
-        if images.shape[-1] != 3:
-            return "the images have no color channels"
-    if images.shape[1] < 8 or images.shape[2] < 8:
-        return "the images are too small for it"
-    return None
-
-
-# ---------------------------------------------------------------------------------------------
-# Augmentation: random strengths up to a maximum, for training
-
-
-def _sample_levels(p: Perturbation, maximum: float, n: int, rng) -> np.ndarray:
-    if p.name == "scale":
-        z = max(maximum, 1 / maximum)
-        return np.exp(rng.uniform(-np.log(z), np.log(z), size=n))
-    if p.name == "stroke":
-        lo, hi = min(0.0, maximum, -1.0), max(0.0, maximum)
-        return rng.integers(int(lo), int(hi) + 1, size=n).astype(np.float32)
-    if p.name == "color":
-        return rng.integers(1, int(round(maximum)) + 1, size=n).astype(np.float32)
-    if p.name == "inversion":
-        return np.ones(n, dtype=np.float32)
-    if p.name == "contrast":  # share kept: from the maximum reduction to none
-        return rng.uniform(maximum, 1.0, size=n)
-    return rng.uniform(0.0, maximum, size=n)
-
-
-class Augment:
-    """A numpy augmentation for training batches: ``augment(x_batch, rng) -> x_batch``.
-
-    ``plan`` maps perturbation names to the strongest level to draw (see ``PERTURBATIONS``);
-    each is applied to each image with probability ``p``, at a random strength up to that level.
-    Works on batches in the model's own layout and value range (``layout``: "channels_last",
-    "channels_first" or "none" for N x H x W; ``value_range``: per-channel (low, high)).
-    """
-
-    def __init__(self, plan: dict[str, float], value_range=((0.0,), (1.0,)),
-                 layout: str = "channels_last", p: float = AUGMENT_PROBABILITY):
-        self.plan = dict(plan)
-        self.lo = np.asarray(value_range[0], dtype=np.float32)
-        self.hi = np.asarray(value_range[1], dtype=np.float32)
-        self.layout = layout
-        self.p = p
-
-    def __call__(self, x: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
-        rng = rng if rng is not None else np.random.default_rng()
-        x = np.asarray(x, dtype=np.float32)
-        img = x
-        if self.layout == "channels_first":
-            img = np.transpose(x, (0, 2, 3, 1))
-        elif self.layout == "none" or x.ndim == 3:
-            img = x[..., None]
-        u = (img - self.lo) / (self.hi - self.lo)
-        n = len(u)
-        # ordered as a camera sees: geometry, then stroke, lighting, optics, sensor
-        for name in sorted(self.plan, key=list(PERTURBATIONS).index):
-            pert = PERTURBATIONS[name]
-            chosen = rng.random(n) < self.p
-            if not chosen.any():
-                continue
-            levels = _sample_levels(pert, self.plan[name], int(chosen.sum()), rng).astype(np.float32)
-            u[chosen] = np.clip(pert.fn(u[chosen], levels, rng), 0, 1)
-        out = self.lo + u * (self.hi - self.lo)
-        if self.layout == "channels_first":
-            out = np.transpose(out, (0, 3, 1, 2))
-        elif self.layout == "none" or x.ndim == 3:
-            out = out[..., 0]
-        return np.ascontiguousarray(out, dtype=np.float32)
-
-    def __repr__(self) -> str:
-        plan = ", ".join(f"{k!r}: {v:g}" for k, v in self.plan.items())
-        return (f"Augment({{{plan}}}, value_range=({_fmt_list(self.lo)}, {_fmt_list(self.hi)}), "
-                f"layout={self.layout!r})")
-
-
-def _fmt_list(a) -> str:
-    vals = [float(v) for v in np.atleast_1d(a)]
-    if len(set(vals)) == 1:
-        return f"({vals[0]:g},)"
-    return "(" + ", ".join(f"{v:g}" for v in vals) + ")"
-
-
-def layout_of(ds) -> str:
-    """"channels_last", "channels_first" or "none" for a Dataset's ``x``."""
-    shape = tuple(np.shape(ds.x))[1:]
-    if len(shape) == 2:
-        return "none"
-    if len(shape) == 3 and shape != tuple(ds.images.shape[1:]) and shape[0] == ds.images.shape[3]:
-        return "channels_first"
-    return "channels_last"
-
-
-# ---------------------------------------------------------------------------------------------
 # Model helpers
 
 
@@ -687,15 +329,15 @@ def match_distance(props: dict, ref_props: dict, scales: dict) -> float:
 
 
 def match_reference(train_u: np.ndarray, ref_props: dict, scales: dict, rng_seed: int = 0,
-                    steps: int = MATCH_STEPS) -> dict:
+                    steps: int = MATCH_STEPS, exclude=()) -> dict:
     """Which perturbations of the training images make them look most like the reference.
 
     Greedy: at each step try every perturbation at every level on top of those chosen so far and
     keep the one that lowers ``match_distance`` most; stop when the gain is small. ``scales``:
     the training spread of each property (from ``compare_properties``).
     """
-    names = [n for n in PERTURBATIONS
-             if applicable(n, train_u) is None and PERTURBATIONS[n].properties]
+    names = [n for n in PERTURBATIONS if n not in exclude
+             and applicable(n, train_u) is None and PERTURBATIONS[n].properties]
     start = match_distance(image_properties(train_u), ref_props, scales)
     current, current_d, path, singles = train_u, start, [], []
     for step in range(steps):
@@ -732,7 +374,7 @@ def match_reference(train_u: np.ndarray, ref_props: dict, scales: dict, rng_seed
             "single": ranked}
 
 
-@register("domain_shift")
+@register("domain_shift", BUDGETS)  # "static" too: properties and a forward pass are cheap
 def domain_shift(ev, ctx) -> None:
     if ev.reference is None or ev.train is None:
         ev.probes["domain_shift"] = {"skipped": "no reference (real-world) samples were given"}
@@ -753,10 +395,15 @@ def domain_shift(ev, ctx) -> None:
         "differing": differing,
         "distance": shift_distance(comparison),
     }
-    ctx.say("robustness: searching the perturbation that makes training images look like them")
-    scales = {k: c["scale"] for k, c in comparison.items()}
-    result["closest"] = match_reference(_subset(train_u, MATCH_SAMPLES), ref_props, scales,
-                                        rng_seed=ctx.seed)
+    if ctx.budget != "static":  # the search takes seconds: not at the static budget
+        ctx.say("robustness: searching the perturbations that make training images look like them")
+        scales = {k: c["scale"] for k, c in comparison.items()}
+        result["closest"] = match_reference(_subset(train_u, MATCH_SAMPLES), ref_props, scales,
+                                            rng_seed=ctx.seed)
+    steps = normalize_steps(comparison, differing)
+    if steps:
+        ctx.say("robustness: normalizing both like MNIST and comparing again")
+        result["normalize"] = _normalized_comparison(ev, steps, vr, train_u, ref_u, ctx)
     # accuracy on the reference samples against validation
     eval_ds, eval_name = _labelled_eval_set(ev)
     try:
@@ -785,11 +432,97 @@ def domain_shift(ev, ctx) -> None:
                     per_class[int(c)] = float(np.mean(pred[y == c] == c))
                 acc["reference_per_class"] = per_class
         result["accuracy"] = acc
+        if result.get("closest", {}).get("path"):
+            result["simulated"] = _simulate(ev, result["closest"]["path"], vr)
+        norm_info = result.get("normalize")
+        if norm_info and norm_info.get("closest") is not None:
+            norm = Normalize.fit(ev.train.images, norm_info["steps"], value_range=vr,
+                                 layout=layout_of(ev.train))
+            norm_info["simulated"] = _simulate(ev, norm_info["closest"]["path"], vr, norm)
     ev.probes["domain_shift"] = result
     ev.figures["domain_shift"] = {
         "properties": {k: {"train": c["train"], "reference": c["reference"],
                            "effect": c["effect"]} for k, c in comparison.items()},
         "accuracy": result.get("accuracy")}
+
+
+# Normalization (``augment.Normalize``) fits images of one object on a plain background. The
+# training images qualify when their typical background is flat and clean: unevenness and noise
+# at most the floors of those properties (the smallest differences that matter, see PROPERTIES).
+PLAIN_UNEVENNESS = PROPERTIES["background unevenness"].floor
+PLAIN_NOISE = 2 * PROPERTIES["noise"].floor
+#: What each normalization step makes equal between training and real images ...
+NORMALIZE_PROPERTIES = {
+    "intensity": ("background level", "background unevenness", "contrast", "bright object share",
+                  "noise", "mean brightness", "colorfulness", "red share", "blue share"),
+    "geometry": ("object size", "off-centre"),
+}
+#: ... and the perturbations it therefore makes unnecessary to augment for.
+NORMALIZE_PERTURBATIONS = {
+    "intensity": ("inversion", "background", "contrast", "brightness", "noise", "color"),
+    "geometry": ("shift", "scale"),
+}
+
+
+def normalize_steps(comparison: dict, differing: list[str]) -> tuple[str, ...]:
+    """The ``Normalize`` steps that apply: none unless the training images are objects on a
+    plain background; then those whose properties differ."""
+    unevenness = comparison.get("background unevenness", {}).get("train", {}).get("median")
+    noise = comparison.get("noise", {}).get("train", {}).get("median")
+    if unevenness is None or noise is None or unevenness > PLAIN_UNEVENNESS or noise > PLAIN_NOISE:
+        return ()
+    return tuple(step for step, props in NORMALIZE_PROPERTIES.items()
+                 if set(props) & set(differing))
+
+
+def _normalized_comparison(ev, steps, vr, train_u, ref_u, ctx) -> dict:
+    """Normalize training and reference images alike, compare again, and measure the user's own
+    model on the normalized reference samples (no retraining)."""
+    norm = Normalize.fit(ev.train.images, steps, value_range=vr, layout=layout_of(ev.train))
+    nt, nr = norm.unit(train_u), norm.unit(ref_u)
+    nr_props = image_properties(nr)
+    comparison = compare_properties(image_properties(nt), nr_props)
+    differing = sorted((k for k, c in comparison.items() if c["differs"]),
+                       key=lambda k: -comparison[k]["effect"])
+    out = {"steps": list(steps), "normalize": repr(norm), "polarity": norm.polarity,
+           "object_size": norm.object_size, "properties": comparison, "differing": differing}
+    if ctx.budget != "static":
+        handled = {p for step in steps for p in NORMALIZE_PERTURBATIONS[step]}
+        scales = {k: c["scale"] for k, c in comparison.items()}
+        out["closest"] = match_reference(_subset(nt, MATCH_SAMPLES), nr_props, scales,
+                                         rng_seed=ctx.seed, exclude=handled)
+    if ev.reference.labels is not None:
+        try:
+            x_ref = norm(np.asarray(ev.reference.x, dtype=np.float32))
+            out["user_model_reference_accuracy"] = _accuracy(_probabilities(ev, x_ref),
+                                                             ev.reference.labels)
+            eval_ds, eval_name = _labelled_eval_set(ev)
+            xv, yv = _subset_xy(eval_ds, 1000)
+            out["user_model_compared_accuracy"] = _accuracy(
+                _probabilities(ev, norm(np.asarray(xv, dtype=np.float32))), yv)
+            out["compared_with"] = eval_name
+        except Exception as exc:  # the model cannot run on them: say why, keep the rest
+            out["user_model_skipped"] = f"{type(exc).__name__}: {exc}"
+    return out
+
+
+def _simulate(ev, path: list[dict], vr, norm: Normalize | None = None) -> dict:
+    """The model's accuracy on validation images changed along ``path`` (the perturbations that
+    make training images look like the reference): do the measured differences alone explain
+    the failure? With ``norm``: on normalized images, after normalizing."""
+    eval_ds, eval_name = _labelled_eval_set(ev)
+    images, labels = _subset(eval_ds.images, SWEEP_SAMPLES["standard"], eval_ds.labels)
+    u = to_unit(images, vr)
+    if norm is not None:
+        u = norm.unit(u)
+    clean = _accuracy(_probabilities(ev, to_model_layout(from_unit(u, vr), eval_ds)), labels)
+    rng = np.random.default_rng(0)
+    for step in path:
+        u = apply(u, step["perturbation"], step["level"], rng)
+    changed = _accuracy(_probabilities(ev, to_model_layout(from_unit(u, vr), eval_ds)), labels)
+    return {"data": eval_name, "n": int(len(labels)), "clean_accuracy": clean,
+            "accuracy": changed, "drop": clean - changed,
+            "path": [step["describe"] for step in path]}
 
 
 def _subset_xy(ds, n):
@@ -849,7 +582,7 @@ def perturbation_sweep(ev, ctx) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Which augmentations the evidence points to
+# Which fix the evidence points to
 
 #: Accuracy falls "sharply" under a perturbation (a fragile-to finding, and a reason to augment
 #: for it) when it loses at least this much against clean images. Measured on MNIST models
@@ -857,27 +590,43 @@ def perturbation_sweep(ev, ctx) -> None:
 FRAGILE_DROP = 0.2
 
 
-def suggest_augmentations(shift: dict | None, sweep: dict | None) -> dict:
-    """The augmentation plan {perturbation: strongest level} and why each one is in it.
+def suggest_fix(shift: dict | None, sweep: dict | None) -> dict:
+    """The fix: ``normalize`` steps (or None) and an augmentation ``plan`` {perturbation:
+    strongest level}, with the reason for each part.
 
-    With reference samples: the perturbations on the path that makes the training images look
-    like them, plus those the model is fragile to that change a property in which the reference
-    differs. Without: those the model is fragile to.
+    With reference samples of objects on a plain background: normalize what normalization can
+    make equal, then augment for what still differs afterwards (the path that makes normalized
+    training images look like the normalized reference, plus what the model is fragile to among
+    those properties). Otherwise: augment along the path that makes the training images look like
+    the reference, plus the fragilities that touch a property in which the reference differs.
+    Without reference samples: augment for every fragility.
     """
-    plan: dict[str, float] = {}
-    reasons: dict[str, str] = {}
     shift = shift if shift and not shift.get("skipped") else None
     sweep = sweep if sweep and not sweep.get("skipped") else None
-    differing = set(shift["differing"]) if shift else set()
-    if shift:
-        for step in shift["closest"]["path"]:
-            plan[step["perturbation"]] = step["level"]
-            reasons[step["perturbation"]] = (f"makes the training images look like the "
-                                             f"reference samples ({step['describe']})")
+    plan: dict[str, float] = {}
+    reasons: dict[str, str] = {}
+    normalize = shift.get("normalize") if shift else None
+    handled: set[str] = set()
+    if normalize:
+        handled = {p for step in normalize["steps"] for p in NORMALIZE_PERTURBATIONS[step]}
+        differing = set(normalize["differing"])
+        path = normalize.get("closest", {}).get("path", [])
+        reasons["normalize"] = (
+            "makes " + ", ".join(sorted({p for st in normalize["steps"]
+                                         for p in NORMALIZE_PROPERTIES[st]}
+                                        & set(shift["differing"])))
+            + " of the real images like the training images'")
+    else:
+        differing = set(shift["differing"]) if shift else set()
+        path = shift.get("closest", {}).get("path", []) if shift else []
+    for step in path:
+        plan[step["perturbation"]] = step["level"]
+        reasons[step["perturbation"]] = (f"makes the training images look like the reference "
+                                         f"samples ({step['describe']})")
     if sweep:
         for name, res in sweep["perturbations"].items():
             worst = res["worst"]
-            if worst["drop"] < FRAGILE_DROP or name in plan:
+            if worst["drop"] < FRAGILE_DROP or name in plan or name in handled:
                 continue
             touched = set(PERTURBATIONS[name].properties) & differing
             if shift is None or touched:
@@ -885,7 +634,8 @@ def suggest_augmentations(shift: dict | None, sweep: dict | None) -> dict:
                 reasons[name] = (f"accuracy falls by {worst['drop']:.0%} under {worst['describe']}"
                                  + (f" and the reference differs in {', '.join(sorted(touched))}"
                                     if touched else ""))
-    return {"plan": plan, "reasons": reasons}
+    return {"normalize": normalize["steps"] if normalize else None, "plan": plan,
+            "reasons": reasons}
 
 
 def strongest_level(name: str, res: dict) -> float:
@@ -910,21 +660,25 @@ def _mean_spread(values) -> dict:
             "min": float(v.min()), "max": float(v.max()), "values": [float(x) for x in v]}
 
 
-def verify_augmentations(ev, plan: dict[str, float], *, seeds=None, epochs=None,
-                         max_train=VERIFY_MAX_TRAIN, progress=None) -> dict:
-    """Retrain fresh copies of ``ev.model`` with and without ``Augment(plan)``; accuracy on the
-    reference samples (or, unlabelled, on validation images perturbed like the reference) and on
-    validation, per seed, and their mean and spread."""
+def verify_fix(ev, plan: dict[str, float], normalize_steps=None, *, seeds=None, epochs=None,
+               max_train=VERIFY_MAX_TRAIN, progress=None) -> dict:
+    """Retrain fresh copies of ``ev.model`` as the user did ("before") and with the fix ("after":
+    training and real images normalized by ``normalize_steps``, training batches augmented by
+    ``plan``); accuracy on the reference samples (unlabelled: on validation images perturbed like
+    the reference) and on validation, per seed, with mean and spread."""
     from .. import runtime
 
     train = ev.train
     vr = value_range(train.images)
-    augment = Augment(plan, value_range=(vr[0].tolist(), vr[1].tolist()), layout=layout_of(train))
+    layout = layout_of(train)
+    augment = Augment(plan, value_range=(vr[0].tolist(), vr[1].tolist()), layout=layout) \
+        if plan else None
+    norm = Normalize.fit(train.images, normalize_steps, value_range=vr, layout=layout) \
+        if normalize_steps else None
     x_train, y_train = _subset_xy(train, max_train)
-    y_fit = train.y[np.linspace(0, len(train) - 1, len(x_train)).astype(int)] \
-        if len(x_train) < len(train) and train.y is not None else train.y
-    if y_fit is None or len(y_fit) != len(x_train):
-        y_fit = y_train
+    keep = np.linspace(0, len(train) - 1, len(x_train)).astype(int) \
+        if len(x_train) < len(train) else np.arange(len(train))
+    y_fit = np.asarray(train.y)[keep] if train.y is not None else y_train
     eval_ds, eval_name = _labelled_eval_set(ev)
     xv, yv = _subset_xy(eval_ds, 2000)
     target = "reference samples"
@@ -932,42 +686,45 @@ def verify_augmentations(ev, plan: dict[str, float], *, seeds=None, epochs=None,
         xr, yr = ev.reference.x, ev.reference.labels
     else:  # no labels: the validation images made to look like the reference stand in
         path = (ev.probes.get("domain_shift") or {}).get("closest", {}).get("path", [])
-        vimg = from_model_layout(np.asarray(xv, dtype=np.float32), eval_ds)
-        u = to_unit(vimg, vr)
+        u = to_unit(from_model_layout(np.asarray(xv, dtype=np.float32), eval_ds), vr)
         rng = np.random.default_rng(0)
         for step in path:
             u = apply(u, step["perturbation"], step["level"], rng)
         xr, yr = to_model_layout(from_unit(u, vr), eval_ds), yv
         target = (f"{eval_name} images perturbed like the reference ("
                   + ", ".join(s["describe"] for s in path) + ")") if path else eval_name
+    prep = (lambda a: norm(np.asarray(a, dtype=np.float32))) if norm else (lambda a: a)
+    fixed_train, fixed_ref, fixed_val = prep(x_train), prep(xr), prep(xv)
     epochs = int(min(VERIFY_MAX_EPOCHS, epochs or getattr(ev, "epochs", None) or VERIFY_EPOCHS))
-    seeds = list(seeds) if seeds is not None else [i for i in range(VERIFY_SEEDS)]
+    seeds = list(seeds) if seeds is not None else list(range(VERIFY_SEEDS))
     runs = []
     start = time.perf_counter()
     for seed in seeds:
         row = {"seed": seed}
-        for label, aug in (("before", None), ("after", augment)):
+        for label in ("before", "after"):
             if progress:
-                progress(f"robustness: retraining seed {seed} {'with' if aug else 'without'} "
-                         f"the augmentations")
+                progress(f"robustness: retraining seed {seed} "
+                         f"{'with' if label == 'after' else 'without'} the fix")
             model = runtime.clone(ev.model, seed=seed, reinit=True)
-            hist = runtime.fit(model, x_train, y_fit, loss=ev.loss if ev.framework == "torch"
-                               else None, optimizer=ev.optimizer if ev.framework == "torch"
-                               else None, epochs=epochs, batch_size=ev.batch_size or 32,
-                               seed=seed, augment=aug)
-            probs_r = runtime.output_probabilities(runtime.predict(model, xr),
-                                                   ev.graph.output_activation)
-            probs_v = runtime.output_probabilities(runtime.predict(model, xv),
-                                                   ev.graph.output_activation)
-            row[label] = {"target_accuracy": _accuracy(probs_r, yr),
-                          "validation_accuracy": _accuracy(probs_v, yv),
-                          "stopped": hist.get("stopped")}
+            torch_setup = ev.framework == "torch"
+            hist = runtime.fit(model, fixed_train if label == "after" else x_train, y_fit,
+                               loss=ev.loss if torch_setup else None,
+                               optimizer=ev.optimizer if torch_setup else None,
+                               epochs=epochs, batch_size=ev.batch_size or 32, seed=seed,
+                               augment=augment if label == "after" else None)
+            xr_run, xv_run = (fixed_ref, fixed_val) if label == "after" else (xr, xv)
+            row[label] = {
+                "target_accuracy": _accuracy(runtime.output_probabilities(
+                    runtime.predict(model, xr_run), ev.graph.output_activation), yr),
+                "validation_accuracy": _accuracy(runtime.output_probabilities(
+                    runtime.predict(model, xv_run), ev.graph.output_activation), yv),
+                "stopped": hist.get("stopped")}
         runs.append(row)
     before = _mean_spread(r["before"]["target_accuracy"] for r in runs)
     after = _mean_spread(r["after"]["target_accuracy"] for r in runs)
     return {
-        "augmentations": dict(plan),
-        "augment": repr(augment),
+        "augmentations": dict(plan), "augment": repr(augment) if augment else None,
+        "normalize": repr(norm) if norm else None, "normalize_steps": list(normalize_steps or []),
         "measured_on": target,
         "seeds": seeds, "epochs": epochs, "train_images": int(len(x_train)),
         "before": before, "after": after,
@@ -985,21 +742,18 @@ def robustness_fix(ev, ctx) -> None:
         ev.probes["robustness_fix"] = {"skipped": "fix verification was not requested "
                                                   "(verify=True or budget 'thorough')"}
         return
-    suggestion = suggest_augmentations(ev.probes.get("domain_shift"),
-                                       ev.probes.get("perturbation_sweep"))
-    if not suggestion["plan"]:
-        ev.probes["robustness_fix"] = {"skipped": "no augmentation is called for"}
+    suggestion = suggest_fix(ev.probes.get("domain_shift"), ev.probes.get("perturbation_sweep"))
+    if not suggestion["plan"] and not suggestion["normalize"]:
+        ev.probes["robustness_fix"] = {"skipped": "no augmentation or preprocessing is called for"}
         return
     if ev.train is None or ev.train.labels is None:
         ev.probes["robustness_fix"] = {"skipped": "no labelled training data to retrain on"}
         return
-    result = verify_augmentations(ev, suggestion["plan"], seeds=[ctx.seed + i for i in
-                                                                 range(VERIFY_SEEDS)],
-                                  progress=ctx.say)
+    result = verify_fix(ev, suggestion["plan"], suggestion["normalize"],
+                        seeds=[ctx.seed + i for i in range(VERIFY_SEEDS)], progress=ctx.say)
     result["reasons"] = suggestion["reasons"]
     ev.probes["robustness_fix"] = result
 
 
-__all__ = ["image_properties", "compare_properties", "PERTURBATIONS", "PROPERTIES", "Augment",
-           "apply", "value_range", "to_unit", "from_unit", "match_reference",
-           "suggest_augmentations", "verify_augmentations", "layout_of"]
+__all__ = ["image_properties", "compare_properties", "PROPERTIES", "match_reference",
+           "suggest_fix", "verify_fix", "normalize_steps"]
