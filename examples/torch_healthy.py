@@ -10,7 +10,6 @@ import os
 import sys
 import tempfile
 
-import numpy as np
 import torch
 import torch.nn as nn
 from sklearn.datasets import load_digits

@@ -223,6 +223,8 @@ def prediction_collapse(ev):
         excess = s["top_share"] - (label_share or 0.0)
         k = s["k"]
         top = ", ".join(str(c) for c in s["top_classes"])
+        against = "labels" if s.get("reference") == "evaluation labels" else \
+            (s.get("reference") or "labels")
         if s["top_share"] < COLLAPSE_MIN_SHARE or excess < COLLAPSE_MIN_EXCESS:
             out.append(Passed(
                 "prediction-collapse",
@@ -234,7 +236,7 @@ def prediction_collapse(ev):
             code="prediction-collapse", area="evaluation", severity="error",
             title=(f"{_pct(s['top_share'])} of predictions go to {k} class"
                    f"{'es' if k > 1 else ''} ({top}) that hold {_pct(label_share)} of the "
-                   f"{'labels' if s.get('reference') == 'evaluation labels' else s.get('reference') or 'labels'}"),
+                   f"{against}"),
             explanation=(
                 f"On {s['samples']} inputs from {r['source']}, the model predicts only "
                 f"{s['classes_predicted']} of {s['classes']} classes (about "

@@ -57,15 +57,6 @@ def _torch():
     return sys.modules.get("torch")
 
 
-def channel_axis(x: np.ndarray, layout: str) -> int | None:
-    """The channel axis of a batch of images, or None for batches without one (N, H, W) or (N, D)."""
-    if x.ndim == 4:
-        return 1 if layout == "channels_first" else 3
-    if x.ndim == 5:
-        return 1 if layout == "channels_first" else 4
-    return None
-
-
 def canonical(x: np.ndarray, layout: str) -> np.ndarray:
     """Images as float32 N x H x W x C (N x H x W gets C = 1); other shapes as float32 N x D x 1."""
     x = np.asarray(x)

@@ -1,4 +1,5 @@
-"""The ``run`` subcommand: ``cnndoctor run SCRIPT [SCRIPT ...] [--json PATH] [--budget B] [-- ARGS]``.
+"""The ``run`` subcommand:
+``cnndoctor run SCRIPT [SCRIPT ...] [--json PATH] [--budget B] [-- ARGS]``.
 
 The top-level command line adds it with ``add_parser(subparsers)`` and calls ``command(args)``;
 ``python -m cnndoctor.run ...`` runs it alone. Exit codes: 0 no finding of severity error, 1 at

@@ -17,7 +17,6 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
-from .capture import to_numpy
 from .records import EVALUATION, TRAINING, ModelRecord
 
 # Functional losses watched (torch.nn.functional names).
@@ -401,4 +400,4 @@ def _path_of(f) -> str | None:
     return None
 
 
-__all__ = ["TorchInstrument", "to_numpy"]
+__all__ = ["TorchInstrument"]

@@ -8,7 +8,6 @@ import sys
 
 os.environ.setdefault("KERAS_BACKEND", "torch")  # Keras 3 without TensorFlow
 import keras  # noqa: E402
-import numpy as np
 
 from pairs import load, model_path
 
