@@ -29,6 +29,10 @@ SCALE_RATIO_WARNING = 1.5
 # (0.05 on MNIST), with margin.
 OFFSET_ERROR = 2.0
 OFFSET_WARNING = 0.5
+# How close the ratio of maxima must be to a whole number to name it as the divisor in the fix
+# (the largest pixel of a sample is rarely exactly the top of the range: MNIST's is 255, 5% is
+# what a sample without a saturated pixel loses).
+DIVISOR_TOLERANCE = 0.1
 # Below this many evaluation values per channel the statistics are not compared.
 MIN_EVAL_SAMPLES = 2
 
@@ -185,14 +189,16 @@ def preprocessing_mismatch(ev):
 
 
 def _divisor(t: dict, e: dict) -> int | None:
-    """255 (or another round factor) when evaluation inputs are the training ones times it."""
+    """The whole factor (255, 16, ...) by which evaluation inputs exceed the training ones."""
     t_hi, e_hi = max(t["max"]), max(e["max"])
     if t_hi <= 0 or e_hi <= 0:
         return None
     ratio = e_hi / t_hi
-    for f in (255, 256, 127.5, 100, 10):
-        if abs(ratio / f - 1) < 0.1:
-            return int(f) if f == int(f) else None
+    if abs(ratio / 255 - 1) < DIVISOR_TOLERANCE:  # 8-bit pixels: the commonest case
+        return 255
+    whole = round(ratio)
+    if whole >= 2 and abs(ratio / whole - 1) < DIVISOR_TOLERANCE:
+        return int(whole)
     return None
 
 
