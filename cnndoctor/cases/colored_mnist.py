@@ -25,7 +25,7 @@ STORY = ("The user put each MNIST digit into one random RGB channel and trained 
          "RMSprop and categorical cross-entropy. Plain MNIST had reached 95%; colored MNIST gave "
          "30-70% depending on the weight initialisation. They suspected color leaking into the "
          "labels and checked by hand that every digit is about one third red, green and blue.")
-TORCH_NOTE = (" PyTorch translation: the model ends in Linear(1024, 10) followed by ReLU and the "
+TORCH_NOTE = (" PyTorch translation: the model ends in Linear(3136, 10) followed by ReLU and the "
               "loss is nn.CrossEntropyLoss, which applies the softmax itself; that is the same bug "
               "as Keras' ReLU then Softmax then cross-entropy on probabilities.")
 HEALTHY_STORY = ("The verified fix: a ReLU after each convolution and plain logits (no ReLU) into "
@@ -77,9 +77,9 @@ def _torch_setup(seed: int, healthy: bool) -> Setup:
         nn.Conv2d(3, FILTERS, kernel_size=3, padding=1), *act(),
         nn.MaxPool2d(2),
         nn.Conv2d(FILTERS, FILTERS, kernel_size=3, padding=1), *act(),
-        nn.MaxPool2d(2, ceil_mode=True),  # Keras' padding='same' pooling: 7x7 -> 4x4
+        nn.MaxPool2d(2, ceil_mode=True),  # Keras' padding='same' pooling (14x14 -> 7x7)
         nn.Flatten(),
-        nn.Linear(FILTERS * 4 * 4, MNIST_CLASSES),
+        nn.Linear(FILTERS * 7 * 7, MNIST_CLASSES),
         *([] if healthy else [nn.ReLU()]),  # ReLU on the logits, right before the loss's softmax
     )
     optimizer = torch.optim.RMSprop(model.parameters(), lr=RMSPROP_LR, alpha=RMSPROP_RHO,

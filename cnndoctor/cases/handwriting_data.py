@@ -111,6 +111,9 @@ def handwriting_photos(seed: int = 0, n: int | None = None):
     digits = load_digits()
     images, labels = digits.images, digits.target.astype(np.int64)
     if n is not None and n < len(labels):
-        _, keep = split(labels, val_fraction=n / len(labels), seed=seed)
+        rest, keep = split(labels, val_fraction=n / len(labels), seed=seed)
+        # per-class rounding can leave the stratified part one or two short or over: top up from
+        # (or trim to) exactly n, so that the caller gets the count it asked for
+        keep = np.concatenate([keep, rest])[:n]
         images, labels = images[keep], labels[keep]
     return render_photos(images, seed=seed), labels

@@ -18,6 +18,11 @@ MIN_PER_CLASS = 4
 # Bonferroni factor for the two probes keeps false alarms on healthy data near 1 in 500.
 P_VALUE = 1e-3
 PROBES = 2
+# Above P_VALUE the probes found no convincing signal, but that alone is not proof: a thin object
+# on a busy background (case 3's lane stripe, p ~0.002 on 600 frames) beats two pixel-space probes
+# only narrowly. Only when even this lenient level is missed, i.e. the probes are at chance, is it
+# an error; under shuffled labels the p-value is uniform, so that holds for 95% of such data sets.
+P_ERROR = 0.05
 
 
 def _probe_accuracies(features, labels, seed=0):
@@ -65,15 +70,23 @@ def check(ev):
     if p < P_VALUE:
         return [Passed(CODE, f"a simple probe predicts the labels at {best:.1%} ({best_name}) "
                              f"vs {chance:.1%} chance (p{_p(p)}, {len(y)} images)", figures)]
+    at_chance = p >= P_ERROR
     return [Finding(
-        code=CODE, area="data", severity="error",
-        title=f"the labels look unrelated to the images: best probe {best:.1%} vs "
-              f"{chance:.1%} chance",
+        code=CODE, area="data", severity="error" if at_chance else "warning",
+        title=(f"the labels look unrelated to the images: best probe {best:.1%} vs "
+               f"{chance:.1%} chance" if at_chance else
+               f"the labels are only weakly predictable from the images: best probe "
+               f"{best:.1%} vs {chance:.1%} chance (p={p:.1g})"),
         explanation=(f"Two simple classifiers (nearest class centroid and 5 nearest neighbours on "
                      f"downsampled images, 3-fold cross-validation on {len(y)} images) cannot "
-                     f"predict the labels better than always guessing the commonest class. "
-                     f"Labels that carry no signal usually mean the images and labels were "
-                     f"shuffled separately or are misaligned (off by one, sorted differently)."),
+                     f"predict the labels "
+                     + ("better than always guessing the commonest class. " if at_chance
+                        else "convincingly better than chance. ") +
+                     "Labels that carry no signal usually mean the images and labels were "
+                     f"shuffled separately or are misaligned (off by one, sorted differently)."
+                     + ("" if at_chance else " A weak result can also mean the object is small "
+                        "against a varied background, which pixel-space probes do not see; "
+                        "check a few images against their labels by eye.")),
         evidence=figures,
         fix=Fix(summary="check that image i and label i belong together",
                 code=snippet(ev,
