@@ -23,6 +23,15 @@ BATCH_SIZE = 32  # the report's batch_size
 TRAIN_EPOCHS = 4  # enough for a sensible accuracy in seconds; the report trained 50 on CIFAR-100
 HIDDEN = 128  # the report's Dense(1024) followed by tanh, scaled down to a CPU
 VAL_SEED_OFFSET = 10_000  # the validation pairs use another random stream than the training pairs
+# Photos have few black pixels; MNIST is mostly black, and a ReLU network fed black-background
+# digits 255x too bright keeps most of its accuracy (measured: 86% vs 88%), unlike the report's
+# CIFAR photos. A mid-gray, slightly noisy paper background (0-255 levels) restores that property.
+BACKGROUND, BACKGROUND_NOISE = 100.0, 8.0
+# The report's convolutions use ReLU. With ReLU, this small stand-in still keeps 69% of its 84%
+# when fed 255x larger inputs (measured, seed 0): the deeper CIFAR network saturated further.
+# tanh in the convolutions saturates as the report's tanh Dense layer did, and reproduces the
+# collapse onto a few classes that the report saw (as examples/case4/train.py does).
+CONV_ACTIVATION = "tanh"
 
 _TRAINED: dict[int, list] = {}  # seed -> trained weights, so that the model is trained once per process
 
@@ -42,7 +51,13 @@ def load(seed: int):
     train_idx, val_idx = split(labels, DIGIT_VAL_FRACTION, seed)
     train = mnist_pairs(TRAIN_PAIRS, seed, (digits[train_idx], labels[train_idx]))
     val = mnist_pairs(VAL_PAIRS, seed + VAL_SEED_OFFSET, (digits[val_idx], labels[val_idx]))
-    return train, val
+    rng = np.random.default_rng(seed)
+
+    def on_paper(x):
+        paper = BACKGROUND + rng.normal(0.0, BACKGROUND_NOISE, x.shape)
+        return np.clip(np.round(np.maximum(x, paper)), 0, 255).astype(np.float32)
+
+    return (on_paper(train[0]), train[1]), (on_paper(val[0]), val[1])
 
 
 def _model(input_shape):
@@ -51,10 +66,11 @@ def _model(input_shape):
 
     model = keras.Sequential([
         keras.Input(shape=input_shape),
-        layers.Conv2D(16, (3, 3), padding="same", activation="relu", name="conv2d"),
+        layers.Conv2D(16, (3, 3), padding="same", activation=CONV_ACTIVATION, name="conv2d"),
         layers.MaxPooling2D(pool_size=(2, 2), name="max_pooling2d"),
         layers.Dropout(0.25, name="dropout"),
-        layers.Conv2D(32, (3, 3), padding="same", activation="relu", name="conv2d_1"),
+        layers.Conv2D(32, (3, 3), padding="same", activation=CONV_ACTIVATION,
+                      name="conv2d_1"),
         layers.MaxPooling2D(pool_size=(2, 2), name="max_pooling2d_1"),
         layers.Dropout(0.25, name="dropout_1"),
         layers.Flatten(name="flatten"),
@@ -96,7 +112,9 @@ EXTRAS = {"report": REPORT,
           "trained_in_build": True}
 
 register(Case(key="cifar-eval", number=4, title=TITLE, framework="keras", variant="broken",
-              build=lambda seed: _setup(seed, healthy=False), story=STORY, extras=dict(EXTRAS)))
+              build=lambda seed: _setup(seed, healthy=False),
+              expect_errors=("preprocessing-mismatch", "prediction-collapse",
+                             "train-eval-discrepancy"), story=STORY, extras=dict(EXTRAS)))
 register(Case(key="cifar-eval", number=4, title=TITLE, framework="keras", variant="healthy",
               build=lambda seed: _setup(seed, healthy=True), story=HEALTHY_STORY,
               extras=dict(EXTRAS)))
