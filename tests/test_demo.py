@@ -69,7 +69,7 @@ def test_case3_oversized_layer_evidence(static_reports, case_id):
     assert f.severity == "error"
     assert f.evidence["share_of_params"] > 0.95  # the whole-map convolution holds nearly all
     assert f.evidence["fan_in"] >= 14 * 14 * 32
-    assert f"{f.evidence['share_of_params']:.0%} of the parameters" in f.title
+    assert f"{f.evidence['share_of_params']:.1%} of the parameters" in f.title
     assert "GlobalAveragePooling2D" in f.fix.code
 
 

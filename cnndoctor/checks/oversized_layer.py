@@ -79,20 +79,20 @@ def _finding(ev, layer, share, total, disguised):
                  "                          nn.Conv2d(128, n_classes, 1),\n"
                  "                          nn.AdaptiveAvgPool2d(1), nn.Flatten())")
     title = (f"{layer.label} is a dense layer disguised as a {_k(layer)} convolution holding "
-             f"{share:.0%} of the parameters" if disguised else
-             f"{layer.label} holds {share:.0%} of the parameters with a fan-in of {layer.fan_in:,}")
+             f"{share:.1%} of the parameters" if disguised else
+             f"{layer.label} holds {share:.1%} of the parameters with a fan-in of {layer.fan_in:,}")
     return Finding(
         code=CODE, area="model", severity="error" if disguised else "warning", title=title,
         explanation=(
             (f"The kernel of {layer.label} covers its whole input map, so it computes what a "
-             f"Dense layer would, but with {layer.params:,} weights ({share:.0%} of the model) "
+             f"Dense layer would, but with {layer.params:,} weights ({share:.1%} of the model) "
              f"and {layer.fan_in:,} inputs per unit. Its default initialisation is scaled as for "
              f"a convolution (the kernel area counts in the fan-out), so it starts far smaller "
              f"than the Dense layer it replaced, and at the learning rate that suits the rest of "
              f"the network its units die or stop moving: the model ends up predicting one "
              f"class. 1x1 convolutions followed by global average pooling give a fully "
              f"convolutional head that trains like the dense one.") if disguised else
-            (f"One layer holds {share:.0%} of all parameters and each of its units sums "
+            (f"One layer holds {share:.1%} of all parameters and each of its units sums "
              f"{layer.fan_in:,} inputs: it dominates training, overfits easily, and its output "
              f"scale hinges on the initialisation. Reduce the feature map before it (pooling, "
              f"strides) or use global average pooling.")),
