@@ -53,17 +53,24 @@ def _mnist_data(seed: int):
             (x[val_idx], one_hot(labels[val_idx], MNIST_CLASSES)))
 
 
+def _lane_trunk(shape) -> list:
+    """The report's two 3x3 convolutions, pooling and dropout, shared by both heads."""
+    import keras
+    from keras import layers
+
+    return [keras.Input(shape=shape),
+            layers.Conv2D(32, 3, padding="same", activation="relu", name="conv1-1"),
+            layers.Conv2D(32, 3, padding="same", activation="relu", name="conv1-2"),
+            layers.MaxPooling2D(pool_size=(2, 2)),
+            layers.Dropout(0.25)]
+
+
 def _giant_lane_model(shape):
     import keras
     from keras import layers
 
     h, w = shape[0] // 2, shape[1] // 2  # the whole feature map after the 2x2 pooling
-    return keras.Sequential([
-        keras.Input(shape=shape),
-        layers.Conv2D(32, 3, padding="same", activation="relu", name="conv1-1"),
-        layers.Conv2D(32, 3, padding="same", activation="relu", name="conv1-2"),
-        layers.MaxPooling2D(pool_size=(2, 2)),
-        layers.Dropout(0.25),
+    return keras.Sequential(_lane_trunk(shape) + [
         layers.Conv2D(LANE_FILTERS, (h, w), activation="relu", name="conv7"),
         layers.Dropout(0.5),
         layers.Conv2D(2, (1, 1), name="conv8"),
@@ -117,12 +124,7 @@ def _dense_lane_model(shape):
     import keras
     from keras import layers
 
-    return keras.Sequential([
-        keras.Input(shape=shape),
-        layers.Conv2D(32, 3, padding="same", activation="relu", name="conv1-1"),
-        layers.Conv2D(32, 3, padding="same", activation="relu", name="conv1-2"),
-        layers.MaxPooling2D(pool_size=(2, 2)),
-        layers.Dropout(0.25),
+    return keras.Sequential(_lane_trunk(shape) + [
         layers.Flatten(),
         layers.Dense(128, activation="relu"),
         layers.Dropout(0.5),
