@@ -362,11 +362,10 @@ class watch:
         self._handles.append(self.optimizer.register_step_post_hook(post_step))
         if self.loss_fn is not None and isinstance(self.loss_fn, torch.nn.Module):
             def on_loss(module, args, output):
-                if module.training or True:
-                    try:
-                        w.add_loss(float(output.detach().float().mean()))
-                    except Exception:
-                        pass
+                try:
+                    w.add_loss(float(output.detach().float().mean()))
+                except Exception:  # a monitor must never break the user's training
+                    pass
             self._handles.append(self.loss_fn.register_forward_hook(on_loss))
         return self
 

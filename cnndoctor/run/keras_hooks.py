@@ -9,6 +9,8 @@ phase a step belongs to (``test_step`` inside ``fit`` is validation).
 """
 from __future__ import annotations
 
+from .patching import Patches
+
 import inspect
 import os
 from typing import Any
@@ -23,10 +25,10 @@ from .records import EVALUATION, PREDICTION, TRAINING, VALIDATION
 FALLBACK_SEED = 0
 
 
-class KerasInstrument:
+class KerasInstrument(Patches):
     def __init__(self, session):
         self.session = session
-        self.undo: list = []
+        Patches.__init__(self)
         self.phase_stack: list[tuple[Any, str]] = []  # (model, "fit"/"evaluate"/"predict")
         self.pending = None  # (model, stream) whose outputs the next top-level call produces
 
@@ -54,17 +56,7 @@ class KerasInstrument:
                 self._patch(mod, "save_model", self._wrap_save_model(getattr(mod, "save_model")))
 
     def uninstall(self) -> None:
-        for owner, name, had, old in reversed(self.undo):
-            if had:
-                setattr(owner, name, old)
-            else:
-                delattr(owner, name)
-        self.undo = []
-
-    def _patch(self, owner, name, new) -> None:
-        had = name in vars(owner)
-        self.undo.append((owner, name, had, vars(owner).get(name)))
-        setattr(owner, name, new)
+        self.restore()
 
     # ---- compile / fit / evaluate / predict ----------------------------------------------
     def _wrap_compile(self, orig):

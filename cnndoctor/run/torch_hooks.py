@@ -14,6 +14,8 @@ return None, patched functions call the original with the same arguments and ret
 """
 from __future__ import annotations
 
+from .patching import Patches
+
 import weakref
 from typing import Any
 
@@ -28,11 +30,11 @@ LOSS_FUNCTIONS = ("cross_entropy", "nll_loss", "binary_cross_entropy",
 MAX_GRAD_NORMS = 2000
 
 
-class TorchInstrument:
+class TorchInstrument(Patches):
     def __init__(self, session):
         self.session = session
         self.handles: list = []
-        self.undo: list = []
+        Patches.__init__(self)
         self.depth = 0
         self.loss_depth = 0
         self.kind_cache: dict[type, str] = {}
@@ -78,17 +80,7 @@ class TorchInstrument:
             if rec.sentinel is not None:
                 rec.sentinel[1].remove()
                 rec.sentinel = None
-        for owner, name, had, old in reversed(self.undo):
-            if had:
-                setattr(owner, name, old)
-            else:
-                delattr(owner, name)
-        self.undo = []
-
-    def _patch(self, owner, name, new) -> None:
-        had = name in vars(owner)
-        self.undo.append((owner, name, had, vars(owner).get(name)))
-        setattr(owner, name, new)
+        self.restore()
 
     # ---- module kinds --------------------------------------------------------------------
     def _kind(self, module) -> str:
