@@ -81,7 +81,11 @@ class _Watcher:
         self.num_classes = num_classes
         self.checks = checks
         self.findings: list[Finding] = []
-        self.losses: list[float] = []
+        self._losses: list[float] = []
+        # Loss tensors not yet read: turning each into a float on every step would make a GPU wait
+        # for the step to finish (a synchronisation per step); they are read together on
+        # recorded steps instead.
+        self._pending: list = []
         self.step = 0
         self.recorder: tp.LayerRecorder | None = None
         self.graph: ModelGraph | None = None
@@ -98,11 +102,35 @@ class _Watcher:
         if self.recorder is not None:
             self.recorder.close()
 
+    @property
+    def losses(self) -> list[float]:
+        """The loss of every step seen so far."""
+        self._flush()
+        return self._losses
+
     def add_loss(self, value: Any) -> None:
+        if hasattr(value, "detach") and hasattr(value, "float"):  # a torch tensor: read later
+            try:
+                value = value.detach()  # one cheap op per step; the rest waits for _flush
+                self._pending.append(value if value.dim() == 0 else value.float().mean())
+                return
+            except Exception:
+                pass
+        self._flush()
         try:
-            self.losses.append(float(value))
+            self._losses.append(float(np.mean(value)))
         except (TypeError, ValueError):
             pass
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        for value in pending:
+            try:
+                self._losses.append(float(value.item()))
+            except Exception:  # a monitor must never break the user's training
+                pass
 
     def after_step(self) -> Finding | None:
         """After a recorded step: judge now and then; returns an error finding to stop on."""
@@ -127,6 +155,8 @@ class _Watcher:
         relu_all = rec.relu_summary()
         relu = [e for e in relu_all if e["window_batches"] >= self.window]
         nonfinite_step = next((i for i, v in enumerate(losses) if not math.isfinite(v)), None)
+        loss_checks_due = len(losses) >= MIN_STEPS_FOR_LOSS and any(
+            c in self.checks for c in ("no-learning", "loss-plateau"))
         pseudo = {
             "steps": self.step + 1,
             "history": {"loss": losses, "acc": [], "val_acc": []},
@@ -136,7 +166,10 @@ class _Watcher:
             "loss_min": min((v for v in losses if math.isfinite(v)), default=None),
             "nonfinite_step": nonfinite_step,
             "nonfinite_grad_step": rec.nonfinite_grad_step,
-            "weight_change": tp.weight_change(self.initial, self.model) if self.initial else {},
+            # Copying every weight out is the costliest part of judging a large model, and only
+            # the loss-based checks use it, once enough steps were seen.
+            "weight_change": tp.weight_change(self.initial, self.model)
+            if self.initial and loss_checks_due else {},
             "relu": relu,
             "relu_all": relu_all,
             "gradients": rec.gradient_summary(),
@@ -157,8 +190,7 @@ class _Watcher:
                      "no-learning": ct.check_no_learning, "loss-plateau": ct.check_plateau}
         stop = None
         for code in self.checks:
-            if code in ("no-learning", "loss-plateau") and (
-                    len(losses) < MIN_STEPS_FOR_LOSS or not losses):
+            if code in ("no-learning", "loss-plateau") and not loss_checks_due:
                 continue
             try:
                 results = functions[code](ev)
@@ -240,15 +272,14 @@ class KerasMonitor(_keras_callback_base()):
     def on_train_batch_begin(self, batch, logs=None):
         w = self.watcher
         if w is not None and w.recorder is not None and w.recorder.sampled(w.step):
-            w.recorder._calls = {}
-            w.recorder.active = True
+            w.recorder.begin_recording()
 
     def on_train_batch_end(self, batch, logs=None):
         w = self.watcher
         if w is None or w.recorder is None:
             return
         rec = w.recorder
-        rec.active = False
+        rec.end_recording()
         # Keras logs the running mean of the epoch; recover this batch's loss from it.
         if logs and "loss" in logs:
             mean = float(logs["loss"])
@@ -295,8 +326,6 @@ class watch:
         self.watcher = _Watcher(model, every=every, window=window, stop_on_error=stop_on_error,
                                 on_finding=on_finding, num_classes=num_classes, checks=checks)
         self._handles: list = []
-        self._example = None
-        self._mode = None
         self._described = False
 
     @property
@@ -309,7 +338,7 @@ class watch:
 
     def log_loss(self, loss: Any) -> None:
         """Record this step's loss when no ``loss_fn`` module was given."""
-        self.watcher.add_loss(rt.to_numpy(loss).mean() if not isinstance(loss, float) else loss)
+        self.watcher.add_loss(loss)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> "watch":
@@ -322,32 +351,26 @@ class watch:
         def pre_forward(module, args):
             if not (module.training and torch.is_grad_enabled()):
                 return
-            if self._example is None and args:
-                first = args[0]
-                if isinstance(first, torch.Tensor):
-                    self._example = first[:2].detach().clone()
-            if rec.sampled(w.step) and self._mode is None:
-                rec._function_count = 0
-                rec._calls = {}
-                rec.active = True
-                self._mode = rec._mode_cls()
-                self._mode.__enter__()
+            if not rec.sampled(w.step) or rec.recording:
+                return
+            if not self._described and args and isinstance(args[0], torch.Tensor):
+                # Once, before the first recorded forward pass, so that ReLUs called as functions
+                # inside forward are recorded under their layer names from the start. describe()
+                # works on a copy of the model without hooks, so this does not re-enter.
+                self._described = True
+                graph = _describe(self.model, loss=self.loss_fn, example=args[0][:2].detach())
+                if graph is not None:
+                    w.graph = graph
+                    rec._function_names = tp._graph_function_relus(graph, self.model)
+            rec.begin_recording()
 
         def post_forward(module, args, output):
-            if self._mode is not None:
-                self._mode.__exit__(None, None, None)
-                self._mode = None
-            rec.active = False
+            if rec.recording:
+                rec.end_recording()
 
         def pre_step(optimizer, args, kwargs):
             rec.close_updates(w.step)
             if rec.sampled(w.step):
-                if not self._described and self._example is not None:
-                    self._described = True
-                    graph = _describe(self.model, loss=self.loss_fn, example=self._example)
-                    if graph is not None:
-                        w.graph = graph
-                        rec._function_names = tp._graph_function_relus(graph, self.model)
                 rec.record_gradients(w.step)
                 stop = w.after_step()
                 if stop is not None:
@@ -363,7 +386,7 @@ class watch:
         if self.loss_fn is not None and isinstance(self.loss_fn, torch.nn.Module):
             def on_loss(module, args, output):
                 try:
-                    w.add_loss(float(output.detach().float().mean()))
+                    w.add_loss(output)
                 except Exception:  # a monitor must never break the user's training
                     pass
             self._handles.append(self.loss_fn.register_forward_hook(on_loss))
@@ -373,9 +396,6 @@ class watch:
         for handle in self._handles:
             handle.remove()
         self._handles = []
-        if self._mode is not None:
-            self._mode.__exit__(None, None, None)
-            self._mode = None
         self.watcher.close()
 
     def __enter__(self) -> "watch":

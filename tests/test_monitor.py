@@ -122,6 +122,9 @@ def test_torch_watch_reports_dead_output_units_and_changes_nothing(mnist_small):
     dead = next(f for f in seen if f.code == "dead-relu")
     assert dead.evidence["dead_layers"][0]["logits_layer"]
     assert dead.evidence["dead_layers"][0]["dead_units"] >= 1
+    # ReLUs called as functions inside forward carry the model description's names from the
+    # first recorded step on (not "relu (call 2 in forward)")
+    assert [e["layer"] for e in w.watcher.recorder.relu_summary()] == ["torch.relu", "F.relu"]
     # every hook is removed when the block ends
     assert not watched._forward_hooks and not watched._forward_pre_hooks
 
