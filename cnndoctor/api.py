@@ -37,9 +37,17 @@ def diagnose(model: Any, train: Any = None, val: Any = None, *, loss: Any = None
     reference: ``(x, y)`` or ``x``: real-world samples the model should handle.
     budget: "quick", "standard" or "thorough": how much training the probes may do.
     verify: retrain with the suggested fixes to show that they work.
+    progress: True to print what the probes are doing on stderr, or a function given each line.
     """
     if budget not in BUDGETS:
         raise InputError(f"unknown budget {budget!r}: expected one of {', '.join(BUDGETS)}.")
+    if progress is True:
+        progress = _progress_to_stderr
+    elif progress is False:
+        progress = None
+    elif progress is not None and not callable(progress):
+        raise InputError(f"progress must be True, False, None or a function taking one line of "
+                         f"text, got {type(progress).__name__}.")
     timings: dict[str, float] = {}
     start = time.perf_counter()
     framework = framework_of(model)
@@ -115,3 +123,9 @@ def _example(ds, data_format: str):
         return x[:EXAMPLE_BATCH].detach().float()
     arr = np.asarray(x[:EXAMPLE_BATCH], dtype=np.float32)
     return arr
+
+
+def _progress_to_stderr(line: str) -> None:
+    import sys
+
+    print(f"cnndoctor: {line}", file=sys.stderr, flush=True)

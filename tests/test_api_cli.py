@@ -97,6 +97,18 @@ def test_not_a_model_and_unknown_loss(mnist_small):
         cnndoctor.diagnose(keras_model(), train=(x, y), loss="categorical_crossentropyy")
     with pytest.raises(cnndoctor.InputError, match="budget"):
         cnndoctor.diagnose(keras_model(), train=(x, y), budget="fast")
+    with pytest.raises(cnndoctor.InputError, match="progress must be"):
+        cnndoctor.diagnose(keras_model(), train=(x, y), budget="quick", progress="yes")
+
+
+def test_progress_lines_on_stderr(mnist_small, capsys):
+    (x, y), _ = mnist_small
+    report = cnndoctor.diagnose(keras_model(), train=(x[:300], y[:300]), budget="quick",
+                                progress=True)
+    err = capsys.readouterr().err
+    assert "cnndoctor: training a copy for" in err
+    # the probes ran (a bad progress value once made every probe fail and be skipped)
+    assert not any("probe failed" in s.reason for s in report.skipped), report.skipped
 
 
 def _save_case(tmp_path, mnist_small, broken):

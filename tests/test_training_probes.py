@@ -206,3 +206,48 @@ def test_overfitting_on_a_tiny_training_set(digits):
     f = report.get("overfitting")
     assert f is not None, report.codes
     assert f.evidence["gap"][-1] >= 0.15 and f.evidence["gap"][-1] > f.evidence["gap"][0]
+
+
+# ---------------------------------------------------------------------------------------------
+# A model too slow for the budget: the run is cut by time, and what it saw is not proof
+
+
+class _Slow(torch.nn.Module):
+    """The user's model, made slow to train (as a giant layer on a CPU is)."""
+
+    def __init__(self, inner, seconds):
+        super().__init__()
+        self.inner, self.seconds = inner, seconds
+
+    def forward(self, x):
+        import time
+
+        time.sleep(self.seconds)
+        return self.inner(x)
+
+
+def test_probe_cut_by_its_time_limit_gives_warnings_not_errors(monkeypatch):
+    from cnndoctor.probes import training as tp
+
+    setup = _case("2-row-column-torch", "grid").build(0)
+    kwargs = setup.diagnose_kwargs()
+    model = _Slow(setup.model, 0.02)
+    if kwargs.get("optimizer") is not None:  # the optimizer must belong to the wrapped model
+        kwargs["optimizer"] = type(kwargs["optimizer"])(model.parameters(),
+                                                        **kwargs["optimizer"].defaults)
+    # 80 planned steps of >= 20 ms cannot finish in 1 s: the run stops after ~30-45 steps
+    monkeypatch.setitem(tp.TRAIN_SECONDS, "quick", 1.0)
+    monkeypatch.setitem(tp.OVERFIT_SECONDS, "quick", 0.5)
+    report = cnndoctor.diagnose(model, **kwargs, budget="quick")
+    assert "double-softmax" in {f.code for f in report.findings if f.severity == "error"}
+    flat = report.get("no-learning") or report.get("loss-plateau")
+    assert flat is not None, report.codes
+    assert flat.severity == "warning"
+    assert "time limit" in flat.explanation and "--budget standard" in flat.explanation
+    overfit = report.get("cannot-overfit-batch")
+    if overfit is not None:  # cut after a few steps: inconclusive, so at most a warning
+        assert overfit.severity == "warning" and "time limit" in overfit.explanation
+    # the same model given the time it needs: the flat loss is an error again
+    monkeypatch.setitem(tp.TRAIN_SECONDS, "quick", 60.0)
+    full = cnndoctor.diagnose(model, **kwargs, budget="quick")
+    assert full.get("no-learning") is not None and full.get("no-learning").severity == "error"

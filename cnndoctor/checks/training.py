@@ -128,6 +128,17 @@ def check_nan(ev):
 # no-learning and loss-plateau
 
 
+def _cut_short(probe: dict, what: str) -> str:
+    """A sentence when a probe was stopped by its time limit before its planned steps, else ""."""
+    if probe.get("stopped") != "time" and not probe.get("cut_short"):
+        return ""
+    planned = probe.get("steps_planned") or probe.get("max_steps")
+    of = f" of the {planned} planned" if planned else ""
+    return (f" The {what} stopped after {probe.get('steps')}{of} steps at the time limit of the "
+            f"budget (the model is slow to train here), so this is a warning, not proof: run "
+            f"with a larger budget (--budget standard) to let it finish.")
+
+
 @register("no-learning", AREA, needs=("probe:train",))
 def check_no_learning(ev):
     tr = ev.probes["train"]
@@ -155,15 +166,16 @@ def check_no_learning(ev):
     how = (f"loss {_g(tr['loss_first'])} -> {_g(tr['loss_last'])} over {tr['steps']} steps" if flat
            else f"loss frozen at {_g(tr['loss_last'])} from halfway, accuracy {_pct(acc)} "
                 f"(chance)")
+    cut = _cut_short(tr, "probe run")
     return [Finding(
-        code="no-learning", area=AREA, severity="error",
+        code="no-learning", area=AREA, severity="warning" if cut else "error",
         title=(f"the model does not learn: {how}, weights changed by "
                f"{_pct(wc.get('relative'))}"),
         explanation=("Training a copy with your loss, optimizer and batch size left the loss where "
                      "it started, and the weights barely moved. Gradients are not reaching the "
                      "weights, or they are too small for the learning rate: look at the causes "
                      "listed above (a softmax applied twice, inputs in 0-255, dead units, a "
-                     "learning rate far too small)."),
+                     "learning rate far too small)." + cut),
         evidence={**figures, "weight_change_per_layer": per_layer,
                   "loss_curve": "figures.loss_curve"},
         fix=Fix("fix the root cause ranked above; then confirm that the loss falls in the first "
@@ -185,13 +197,14 @@ def check_plateau(ev):
     if not (near and never_below):
         return [Passed("loss-plateau", f"the loss left the chance level ln(C) = {ln_c:.3g}: "
                                        f"lowest {_g(low)}, last {_g(last)}", figures)]
+    cut = _cut_short(tr, "probe run")
     return [Finding(
-        code="loss-plateau", area=AREA, severity="error",
+        code="loss-plateau", area=AREA, severity="warning" if cut else "error",
         title=f"the loss stays at chance level: {_g(last)} vs ln({tr['num_classes']}) = {ln_c:.3g}",
         explanation=(f"A loss of ln(C) = {ln_c:.3g} is what a model gets by predicting every class "
                      f"with the same probability. The loss never went below "
                      f"{100 * (1 - PLATEAU_BAND):.0f}% of that in {tr['steps']} steps: the model "
-                     f"has learnt nothing about the images."),
+                     f"has learnt nothing about the images." + cut),
         evidence=figures,
         fix=Fix("fix the root cause ranked above (softmax/loss pairing, input scale, dead units, "
                 "learning rate)", "")),
@@ -469,14 +482,15 @@ def check_overfit_batch(ev):
         return [Passed("cannot-overfit-batch", f"fitted a batch of {ob['samples']} samples "
                                                f"({ob['classes']} classes) in {ob['steps']} "
                                                f"steps", figures)]
+    cut = _cut_short(ob, "test")
     return [Finding(
-        code="cannot-overfit-batch", area=AREA, severity="error",
+        code="cannot-overfit-batch", area=AREA, severity="warning" if cut else "error",
         title=(f"the model cannot fit even one batch of {ob['samples']} samples: at best "
                f"{_pct(acc)} right after {ob['steps']} steps of {ob['optimizer']}"),
         explanation=("Any model that can learn at all should memorize a handful of examples "
                      "quickly. This one cannot, even with a standard optimizer and learning "
                      "rate: something in the model, the loss or the labels blocks learning "
-                     "(see the causes ranked above)."),
+                     "(see the causes ranked above)." + cut),
         evidence=figures,
         fix=Fix("fix the model/loss bug ranked above; this test must then reach 100%", ""))]
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from collections import deque
 from typing import Any
 
@@ -39,12 +40,18 @@ MAX_VAL = {"quick": 500, "standard": 1000, "thorough": 2000}
 #: diagnosis is deterministic; the seconds below are a safety net for very large models only (a run
 #: cut by them says so in its result, "stopped": "time").
 TRAIN_STEPS = {"quick": 80, "standard": 300, "thorough": 1500}
-TRAIN_SECONDS = {"quick": 30.0, "standard": 90.0, "thorough": 600.0}
+#: At "quick" 15 s keeps case 3 (a 4.7-million-weight convolution, ~0.5 s a step on 2 cores)
+#: near 30 s in all; every other reference case finishes its 80 steps well within it.
+TRAIN_SECONDS = {"quick": 15.0, "standard": 90.0, "thorough": 600.0}
 #: Epochs never exceed this (tiny datasets: reference case 2 has six images, 100 epochs).
 MAX_EPOCHS = 200
 #: Steps of the overfit-one-batch test (Adam, see OVERFIT_LR), and the batch size it uses.
 OVERFIT_STEPS = {"quick": 60, "standard": 150, "thorough": 300}
-OVERFIT_SECONDS = {"quick": 15.0, "standard": 45.0, "thorough": 180.0}
+#: Seconds for all attempts of the overfit test together, and the least worth starting another
+#: attempt with. Like TRAIN_SECONDS, a safety net for slow models (case 3's giant convolution
+#: takes ~0.5 s a step on 2 cores): a test cut by it is reported as inconclusive, a warning.
+OVERFIT_SECONDS = {"quick": 6.0, "standard": 45.0, "thorough": 180.0}
+OVERFIT_MIN_SECONDS = 1.0
 OVERFIT_SAMPLES = 16  # Karpathy, "A recipe for training neural networks" (2019): a few examples
 #: Adam at 1e-3 (the Keras and torch default), then at 1e-2 if that did not fit the batch (tiny
 #: models such as case 2's need the higher rate): this isolates model/loss/label bugs from a bad
@@ -75,10 +82,16 @@ SEED_STEPS = {"standard": 150, "thorough": 600}
 SEED_SECONDS = {"standard": 60.0, "thorough": 240.0}  # per run, safety net
 #: Recording: about this many sampled steps per run (cost stays flat whatever the run length).
 RECORD_SAMPLES = 30
+#: After this many steps (0-based index), a run on course to hit its time limit records every
+#: step: case 3's giant convolution gets ~25 of its 80 quick steps, which at one step in two
+#: would leave the dead-unit window barely filled on a slower machine.
+DENSE_RECORDING_AFTER = 3
 #: Dead units: never active on any sample of the last DEAD_WINDOW recorded batches.
 DEAD_WINDOW = 8
-#: Samples for the loss and output distribution at initialisation.
-INIT_SAMPLES = 512
+#: Samples for the loss and output distribution at initialisation, and for the training accuracy
+#: after the probe run. At "quick" 256 halves the time of these two predictions on slow models
+#: (case 3: 3.5 s each at 512); the standard error of an accuracy near 50% is still ~3 points.
+INIT_SAMPLES = {"quick": 256, "standard": 512, "thorough": 512}
 #: Points kept in the loss-curve figure of the report.
 CURVE_POINTS = 200
 
@@ -533,7 +546,7 @@ def probe_init(ev: Evidence, ctx: ProbeContext) -> None:
         return
     data = _split(ev, ctx.budget, _probe_seed(ctx, 1))
     x, y = data["train"]
-    k = min(len(y), INIT_SAMPLES)
+    k = min(len(y), INIT_SAMPLES[ctx.budget])
     x, y = rt._take(x, np.arange(k)), y[:k]
     c = data["num_classes"]
     outputs = rt.predict(ev.model, x)
@@ -577,7 +590,7 @@ def probe_train(ev: Evidence, ctx: ProbeContext) -> None:
                           epochs=epochs, batch_size=bs, seed=_probe_seed(ctx, 3),
                           val=data["val"], max_steps=steps, max_seconds=TRAIN_SECONDS[budget])
     result["weight_change"] = weight_change(before, model)
-    k = min(len(ytr), INIT_SAMPLES)
+    k = min(len(ytr), INIT_SAMPLES[budget])
     result["train_acc_eval"] = rt.accuracy(rt.predict(model, rt._take(xtr, np.arange(k))), ytr[:k])
     counts = np.bincount(rt.integer_labels(ytr), minlength=data["num_classes"])
     result["majority_share"] = float(counts.max() / max(1, counts.sum()))
@@ -598,8 +611,17 @@ def probe_train(ev: Evidence, ctx: ProbeContext) -> None:
 def run_recorded(model, recorder: LayerRecorder, x, y, **fit_kwargs) -> dict:
     """``runtime.fit`` with ``recorder`` sampling its steps; a summary of what it saw."""
 
+    started = time.perf_counter()
+    max_steps, max_seconds = fit_kwargs.get("max_steps"), fit_kwargs.get("max_seconds")
+
     def on_step(info: rt.StepInfo):
         recorder.after_backward(info.step)
+        if info.step == DENSE_RECORDING_AFTER and max_steps and max_seconds:
+            # A model this slow will be cut by the time limit: record every step from now on, so
+            # that the fewer steps it gets still fill the dead-unit window.
+            per_step = (time.perf_counter() - started) / (info.step + 1)
+            if per_step * max_steps > max_seconds:
+                recorder.every = 1
         return False
 
     try:
@@ -612,6 +634,8 @@ def run_recorded(model, recorder: LayerRecorder, x, y, **fit_kwargs) -> dict:
     return {
         "history": history,
         "steps": history["steps"],
+        "steps_planned": fit_kwargs.get("max_steps"),
+        "stopped": history["stopped"],
         "seconds": history["seconds"],
         "loss_first": _window_mean(losses, True),
         "loss_last": _window_mean(losses, False),
@@ -649,18 +673,24 @@ def probe_overfit_batch(ev: Evidence, ctx: ProbeContext) -> None:
     xb, yb = rt._take(x, idx_arr), rt.to_numpy(y)[idx_arr]
     steps = OVERFIT_STEPS[ctx.budget]
     attempts = []
+    deadline = time.perf_counter() + OVERFIT_SECONDS[ctx.budget]  # for all attempts together
     for i, lr in enumerate(OVERFIT_LRS):
+        left = deadline - time.perf_counter()
+        if attempts and left < OVERFIT_MIN_SECONDS:
+            break
         ctx.say(f"overfitting one batch of {len(idx_arr)} samples (Adam, lr {lr:g}, "
                 f"{steps} steps at most)")
-        attempt = _overfit_once(ev, xb, yb, lr, steps, _probe_seed(ctx, 5 + i),
-                                OVERFIT_SECONDS[ctx.budget])
+        attempt = _overfit_once(ev, xb, yb, lr, steps, _probe_seed(ctx, 5 + i), left)
         attempts.append(attempt)
         if attempt["accuracy"] is not None and attempt["accuracy"] >= 1.0:
             break
     best = max(attempts, key=lambda a: (a["accuracy"] or 0.0, -a["steps"]))
     ev.probes["overfit_batch"] = {
         "samples": int(len(idx_arr)), "classes": int(len(np.unique(rt.integer_labels(yb)))),
-        "max_steps": steps, **best, "attempts": attempts}
+        "max_steps": steps, **best, "attempts": attempts,
+        # the test was cut by the time limit before every planned attempt ran its steps
+        "cut_short": any(a["stopped"] == "time" for a in attempts)
+        or len(attempts) < len(OVERFIT_LRS) and not (best["accuracy"] or 0.0) >= 1.0}
 
 
 def _overfit_once(ev: Evidence, xb, yb, lr: float, steps: int, seed: int,
