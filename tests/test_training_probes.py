@@ -226,7 +226,7 @@ class _Slow(torch.nn.Module):
         return self.inner(x)
 
 
-def test_probe_cut_by_its_time_limit_gives_warnings_not_errors(monkeypatch):
+def test_probe_cut_by_its_time_limit_is_inconclusive_not_an_error(monkeypatch):
     from cnndoctor.probes import training as tp
 
     setup = _case("2-row-column-torch", "grid").build(0)
@@ -242,11 +242,11 @@ def test_probe_cut_by_its_time_limit_gives_warnings_not_errors(monkeypatch):
     assert "double-softmax" in {f.code for f in report.findings if f.severity == "error"}
     flat = report.get("no-learning") or report.get("loss-plateau")
     assert flat is not None, report.codes
-    assert flat.severity == "warning"
+    assert flat.severity == "info"
     assert "time limit" in flat.explanation and "--budget standard" in flat.explanation
     overfit = report.get("cannot-overfit-batch")
-    if overfit is not None:  # cut after a few steps: inconclusive, so at most a warning
-        assert overfit.severity == "warning" and "time limit" in overfit.explanation
+    if overfit is not None:  # cut after a few steps: inconclusive
+        assert overfit.severity == "info" and "time limit" in overfit.explanation
     # the same model given the time it needs: the flat loss is an error again
     monkeypatch.setitem(tp.TRAIN_SECONDS, "quick", 60.0)
     full = cnndoctor.diagnose(model, **kwargs, budget="quick")

@@ -135,8 +135,9 @@ def _cut_short(probe: dict, what: str) -> str:
     planned = probe.get("steps_planned") or probe.get("max_steps")
     of = f" of the {planned} planned" if planned else ""
     return (f" The {what} stopped after {probe.get('steps')}{of} steps at the time limit of the "
-            f"budget (the model is slow to train here), so this is a warning, not proof: run "
-            f"with a larger budget (--budget standard) to let it finish.")
+            f"budget (the model is slow to train here), so this only says what those steps showed "
+            f"(information, not a problem found): run with a larger budget (--budget standard) "
+            f"to let it finish.")
 
 
 @register("no-learning", AREA, needs=("probe:train",))
@@ -168,7 +169,7 @@ def check_no_learning(ev):
                 f"(chance)")
     cut = _cut_short(tr, "probe run")
     return [Finding(
-        code="no-learning", area=AREA, severity="warning" if cut else "error",
+        code="no-learning", area=AREA, severity="info" if cut else "error",
         title=(f"the model does not learn: {how}, weights changed by "
                f"{_pct(wc.get('relative'))}"),
         explanation=("Training a copy with your loss, optimizer and batch size left the loss where "
@@ -199,7 +200,7 @@ def check_plateau(ev):
                                        f"lowest {_g(low)}, last {_g(last)}", figures)]
     cut = _cut_short(tr, "probe run")
     return [Finding(
-        code="loss-plateau", area=AREA, severity="warning" if cut else "error",
+        code="loss-plateau", area=AREA, severity="info" if cut else "error",
         title=f"the loss stays at chance level: {_g(last)} vs ln({tr['num_classes']}) = {ln_c:.3g}",
         explanation=(f"A loss of ln(C) = {ln_c:.3g} is what a model gets by predicting every class "
                      f"with the same probability. The loss never went below "
@@ -484,7 +485,7 @@ def check_overfit_batch(ev):
                                                f"steps", figures)]
     cut = _cut_short(ob, "test")
     return [Finding(
-        code="cannot-overfit-batch", area=AREA, severity="warning" if cut else "error",
+        code="cannot-overfit-batch", area=AREA, severity="info" if cut else "error",
         title=(f"the model cannot fit even one batch of {ob['samples']} samples: at best "
                f"{_pct(acc)} right after {ob['steps']} steps of {ob['optimizer']}"),
         explanation=("Any model that can learn at all should memorize a handful of examples "

@@ -49,7 +49,7 @@ MAX_EPOCHS = 200
 OVERFIT_STEPS = {"quick": 60, "standard": 150, "thorough": 300}
 #: Seconds for all attempts of the overfit test together, and the least worth starting another
 #: attempt with. Like TRAIN_SECONDS, a safety net for slow models (case 3's giant convolution
-#: takes ~0.5 s a step on 2 cores): a test cut by it is reported as inconclusive, a warning.
+#: takes ~0.5 s a step on 2 cores): a test cut by it is reported as inconclusive (info).
 OVERFIT_SECONDS = {"quick": 6.0, "standard": 45.0, "thorough": 180.0}
 OVERFIT_MIN_SECONDS = 1.0
 OVERFIT_SAMPLES = 16  # Karpathy, "A recipe for training neural networks" (2019): a few examples
