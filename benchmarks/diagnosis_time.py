@@ -2,6 +2,7 @@
 
     python benchmarks/diagnosis_time.py                 # static checks only (model, loss, data)
     python benchmarks/diagnosis_time.py static quick    # also the quick training probes
+    python benchmarks/diagnosis_time.py quick 3-lane-head   # only the cases named
 
 Case building (data generation, and for case 4 the brief training the case needs) is timed
 separately and not counted in the diagnosis.
@@ -15,14 +16,15 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 import torch  # noqa: E402
 
 import cnndoctor  # noqa: E402
-from cnndoctor.cases import all_cases  # noqa: E402
+from cnndoctor.cases import all_cases, find  # noqa: E402
+from cnndoctor.probes import BUDGETS  # noqa: E402
 
 
-def main(budgets):
+def main(budgets, names=()):
     print(f"torch threads: {torch.get_num_threads()}, cpu count: {os.cpu_count()}")
     print(f"{'case':36} {'images':>7} {'build s':>8} " + " ".join(f"{b + ' s':>10}"
                                                             for b in budgets))
-    for case in all_cases():
+    for case in ([c for n in names for c in find(n)] if names else all_cases()):
         t0 = time.perf_counter()
         setup = case.build(0)
         build = time.perf_counter() - t0
@@ -37,4 +39,5 @@ def main(budgets):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["static"])
+    args = sys.argv[1:]
+    main([a for a in args if a in BUDGETS] or ["static"], [a for a in args if a not in BUDGETS])

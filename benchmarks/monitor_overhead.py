@@ -58,17 +58,24 @@ def keras_run(x, y, watched, epochs):
     return time.perf_counter() - start
 
 
-def torch_run(x, y, watched, epochs):
+def torch_setup():
+    """The PyTorch model (seeded), its optimizer and its loss."""
     torch.manual_seed(0)
     model = torch.nn.Sequential(
         torch.nn.Conv2d(1, 16, 3), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
         torch.nn.Conv2d(16, 32, 3), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
         torch.nn.Flatten(), torch.nn.Linear(32 * 5 * 5, 64), torch.nn.ReLU(),
         torch.nn.Linear(64, 10))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    crit = torch.nn.CrossEntropyLoss()
-    xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
-    yt = torch.from_numpy(y)
+    return model, torch.optim.Adam(model.parameters(), lr=1e-3), torch.nn.CrossEntropyLoss()
+
+
+def torch_tensors(x, y):
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))), torch.from_numpy(y)
+
+
+def torch_run(x, y, watched, epochs):
+    model, opt, crit = torch_setup()
+    xt, yt = torch_tensors(x, y)
     w = monitor.watch(model, opt, loss_fn=crit, on_finding=lambda f: None).start() \
         if watched else None
     start = time.perf_counter()
@@ -92,18 +99,8 @@ def torch_interleaved(x, y, epochs):
     runs alike. This resolves overheads of 1-2 %, which whole-run timings on a busy 2-core machine
     (+-10 % from run to run) cannot.
     """
-    def build():
-        torch.manual_seed(0)
-        model = torch.nn.Sequential(
-            torch.nn.Conv2d(1, 16, 3), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-            torch.nn.Conv2d(16, 32, 3), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-            torch.nn.Flatten(), torch.nn.Linear(32 * 5 * 5, 64), torch.nn.ReLU(),
-            torch.nn.Linear(64, 10))
-        return model, torch.optim.Adam(model.parameters(), lr=1e-3), torch.nn.CrossEntropyLoss()
-
-    xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
-    yt = torch.from_numpy(y)
-    runs = [build(), build()]
+    xt, yt = torch_tensors(x, y)
+    runs = [torch_setup(), torch_setup()]
     w = monitor.watch(runs[1][0], runs[1][1], loss_fn=runs[1][2], on_finding=lambda f: None)
     w.start()
     spent = [0.0, 0.0]

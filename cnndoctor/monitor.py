@@ -351,7 +351,7 @@ class watch:
         def pre_forward(module, args):
             if not (module.training and torch.is_grad_enabled()):
                 return
-            if not rec.sampled(w.step) or rec.recording:
+            if not rec.sampled(w.step) or rec.active:
                 return
             if not self._described and args and isinstance(args[0], torch.Tensor):
                 # Once, before the first recorded forward pass, so that ReLUs called as functions
@@ -365,7 +365,7 @@ class watch:
             rec.begin_recording()
 
         def post_forward(module, args, output):
-            if rec.recording:
+            if rec.active:
                 rec.end_recording()
 
         def pre_step(optimizer, args, kwargs):

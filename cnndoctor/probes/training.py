@@ -254,15 +254,14 @@ class LayerRecorder:
         def pre(mod, inputs):
             self._depth[0] += 1
 
-        def post(mod, inputs, output, _name="relu"):
-            self._depth[0] -= 1
-            if self.active:
-                self._record(_name, output, 1)
-
         for name, module in self._relu_modules:
+            def post(mod, inputs, output, _name=name):
+                self._depth[0] -= 1
+                if self.active:
+                    self._record(_name, output, 1)
+
             self._hooks.append(module.register_forward_pre_hook(pre))
-            self._hooks.append(module.register_forward_hook(
-                lambda mod, inputs, output, _name=name: post(mod, inputs, output, _name)))
+            self._hooks.append(module.register_forward_hook(post))
         self._depth[0] = 0
         self._mode = self._mode_cls()
         self._mode.__enter__()
@@ -275,10 +274,6 @@ class LayerRecorder:
         for handle in self._hooks:
             handle.remove()
         self._hooks = []
-
-    @property
-    def recording(self) -> bool:
-        return self.active
 
     @contextlib.contextmanager
     def forward(self, step: int):
@@ -311,7 +306,7 @@ class LayerRecorder:
         if t.dim() == 2:
             axis = 1
         # A unit fired on some sample of this batch iff its largest output is positive; amax over
-        # the other axes needs no boolean copy or permute (3x faster on a 32x16x26x26 map).
+        # the other axes needs no boolean copy or permute of the activation map.
         share = float(torch.count_nonzero(t > 0)) / max(1, t.numel())
         ever = t.amax(dim=tuple(d for d in range(t.dim()) if d != axis)) > 0
         entry = self.stats.get(key)
