@@ -105,6 +105,22 @@ def diagnose(model: Any, train: Any = None, val: Any = None, *, loss: Any = None
     t0 = time.perf_counter()
     findings, passed, skipped = run_checks(ev)
     timings["checks"] = time.perf_counter() - t0
+    if budget != "static":
+        # Differential diagnosis: a symptom that no cause present explains is put to the cheap
+        # interventions (learning rate, input scale, ...); what recovers training is named.
+        from .differential import investigate
+
+        t0 = time.perf_counter()
+        more = investigate(ev, ctx, findings)
+        if more is not None:
+            findings, passed, skipped = _merge(more, findings, passed, skipped)
+        timings["differential"] = time.perf_counter() - t0
+    if verify:
+        from .verify import verify_findings
+
+        t0 = time.perf_counter()
+        ev.figures["verification"] = verify_findings(ev, findings, ctx)
+        timings["verification"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - start
     notes = list(graph.notes)
     if _backend.BACKEND_NOTE and framework == "keras":
@@ -112,6 +128,16 @@ def diagnose(model: Any, train: Any = None, val: Any = None, *, loss: Any = None
     return Report(framework=framework, findings=rank(findings), passed=passed, skipped=skipped,
                   timings=timings, figures=ev.figures, model=graph.to_dict(), notes=notes,
                   title=title)
+
+
+def _merge(more, findings, passed, skipped):
+    """Second-pass results (checks that read the differential probe) into the first pass's."""
+    new_findings, new_passed, new_skipped = more
+    codes = {f.code for f in new_findings} | {p.code for p in new_passed}
+    findings = [f for f in findings if f.code not in codes] + new_findings
+    passed = [p for p in passed if p.code not in codes] + new_passed
+    skipped = [s for s in skipped if s.code not in codes]
+    return findings, passed, skipped
 
 
 def _example(ds, data_format: str):

@@ -178,7 +178,8 @@ def cmd_check(args) -> int:
                       evaluate=_load_pair(args.evaluate, "evaluation data"),
                       reference=_load_pair(args.reference, "reference data"),
                       batch_size=args.batch_size, budget=args.budget, seed=args.seed,
-                      progress=_progress(args.quiet), title=os.path.basename(args.model))
+                      verify=args.verify, progress=_progress(args.quiet),
+                      title=os.path.basename(args.model))
     print(report.render(color=sys.stdout.isatty() and not os.environ.get("NO_COLOR"),
                         verbose=args.verbose))
     if args.json:
@@ -218,6 +219,9 @@ def _common(p):
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--verbose", "-v", action="store_true", help="show all evidence")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
+    p.add_argument("--verify", action="store_true",
+                   help="apply each suggested fix to a copy, retrain it over seeds and report "
+                        "whether it helps (slower)")
 
 
 def build_parser() -> argparse.ArgumentParser:

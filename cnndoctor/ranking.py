@@ -1,4 +1,5 @@
-"""Ranking: root causes above the symptoms they explain, errors above warnings.
+"""Ranking: root causes above the symptoms they explain, errors above warnings, and among
+causes of the same severity, those whose fix was verified to recover most first.
 
 ``CAUSES`` says which findings can explain which: a symptom (dead ReLUs, a flat loss, collapsed
 predictions) is placed below every root cause present in the same report that explains it, and its
@@ -12,14 +13,14 @@ from .report import AREAS, SEVERITY_ORDER, Finding
 CAUSES: dict[str, tuple[str, ...]] = {
     "dead-relu": ("activation-before-softmax", "unnormalized-input", "oversized-layer",
                   "lr-too-high", "double-softmax"),
-    "no-learning": ("double-softmax", "unnormalized-input", "lr-too-low", "dead-relu",
+    "no-learning": ("lr-too-high", "double-softmax", "unnormalized-input", "lr-too-low", "dead-relu",
                     "oversized-layer", "activation-before-softmax", "missing-softmax",
                     "output-activation-mismatch", "labels-uninformative", "vanishing-gradient"),
-    "loss-plateau": ("double-softmax", "unnormalized-input", "lr-too-low", "dead-relu",
+    "loss-plateau": ("lr-too-high", "double-softmax", "unnormalized-input", "lr-too-low", "dead-relu",
                      "oversized-layer", "labels-uninformative", "output-activation-mismatch",
                      "vanishing-gradient"),
     "vanishing-gradient": ("double-softmax", "unnormalized-input", "oversized-layer",
-                           "activation-before-softmax"),
+                           "activation-before-softmax", "lr-too-high", "lr-too-low"),
     "exploding-gradient": ("lr-too-high", "unnormalized-input", "missing-zero-grad"),
     "nan-loss": ("lr-too-high", "invalid-values", "unnormalized-input", "exploding-gradient",
                  "missing-softmax", "output-activation-mismatch"),
@@ -28,7 +29,7 @@ CAUSES: dict[str, tuple[str, ...]] = {
     "cannot-overfit-batch": ("double-softmax", "activation-before-softmax", "missing-softmax",
                              "output-activation-mismatch", "output-size-mismatch",
                              "unnormalized-input", "oversized-layer", "dead-relu",
-                             "lr-too-low", "missing-nonlinearity"),
+                             "lr-too-low", "lr-too-high", "missing-nonlinearity"),
     "seed-instability": ("activation-before-softmax", "missing-nonlinearity", "dead-relu",
                          "unnormalized-input", "oversized-layer", "lr-too-high"),
     "overfitting": ("duplicate-leakage", "oversized-layer"),
@@ -51,6 +52,18 @@ def causes_of(code: str) -> tuple[str, ...]:
     return CAUSES.get(code, ())
 
 
+#: Order of verification verdicts among causes of equal severity: a cause whose fix was shown to
+#: work first, then the untested, then those whose fix did not help.
+VERDICT_ORDER = {"verified": 0, "inconclusive": 1, None: 1, "not-verified": 2}
+
+
+def _effect(f: Finding) -> tuple:
+    """Where fixes were tried, the cause whose fix recovers most ranks first."""
+    v = f.verified or {}
+    gain = (v.get("difference") or {}).get("mean")
+    return (VERDICT_ORDER.get(v.get("verdict"), 1), -(gain or 0.0))
+
+
 def rank(findings: list[Finding]) -> list[Finding]:
     """Return the findings ordered for reading, with ``rank`` and ``explained_by`` filled in."""
     present = {f.code for f in findings}
@@ -70,7 +83,8 @@ def rank(findings: list[Finding]) -> list[Finding]:
 
     ordered = sorted(
         findings,
-        key=lambda f: (SEVERITY_ORDER[f.severity], depth(f.code), AREA_ORDER.get(f.area, 9)))
+        key=lambda f: (SEVERITY_ORDER[f.severity], depth(f.code), *_effect(f),
+                       AREA_ORDER.get(f.area, 9)))
     # A symptom never outranks one of its causes, whatever the severities say.
     result: list[Finding] = []
     pending = list(ordered)

@@ -20,9 +20,15 @@ AREAS = ("model", "data", "training", "evaluation", "robustness")
 class Fix:
     summary: str  # what to change, in words
     code: str = ""  # the snippet to write, in the user's framework
+    #: the machine-applicable change (``cnndoctor/fixes``): {"name": ..., "params": {...}}, filled
+    #: in when a fix module treats this finding's code
+    transform: dict[str, Any] | None = None
 
     def to_dict(self) -> dict:
-        return {"summary": self.summary, "code": self.code}
+        out = {"summary": self.summary, "code": self.code}
+        if self.transform is not None:
+            out["transform"] = _plain(self.transform)
+        return out
 
 
 @dataclass

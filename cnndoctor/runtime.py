@@ -589,9 +589,10 @@ def _torch_optimizer_for(model: Any, optimizer: Any, lr: float | None):
 class _Trainer:
     """One training step for either framework: forward, loss, backward, (hook), update."""
 
-    def __init__(self, model, framework, loss, optimizer, lr):
+    def __init__(self, model, framework, loss, optimizer, lr, reset_grads=True):
         torch = _torch()
         self.model, self.framework = model, framework
+        self.reset_grads = reset_grads
         if framework == "keras":
             needs_compile = (loss is not None or optimizer is not None or lr is not None
                              or not getattr(model, "compiled", False))
@@ -624,12 +625,14 @@ class _Trainer:
 
     def backward(self, loss):
         if self.framework == "keras":
-            self.model.zero_grad(set_to_none=True)
+            if self.reset_grads:
+                self.model.zero_grad(set_to_none=True)
             if self.optimizer is not None:
                 loss = self.optimizer.scale_loss(loss)
             loss.backward()
         else:
-            self.optimizer.zero_grad(set_to_none=True)
+            if self.reset_grads:
+                self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
 
     def update(self):
@@ -653,7 +656,8 @@ def fit(model: Any, x: Any, y: Any, *, loss: Any = None, optimizer: Any = None, 
         max_steps: int | None = None, max_seconds: float | None = None,
         on_step: Callable[[StepInfo], Any] | None = None,
         lr_schedule: Callable[[int], float] | None = None,
-        forward_context: Callable[[int], Any] | None = None) -> dict:
+        forward_context: Callable[[int], Any] | None = None,
+        reset_grads: bool = True) -> dict:
     """Train ``model`` in place (callers pass a ``clone``) and return its history.
 
     ``loss``/``optimizer`` are the user's: for Keras, None means the model's ``compile()``
@@ -664,7 +668,8 @@ def fit(model: Any, x: Any, y: Any, *, loss: Any = None, optimizer: Any = None, 
     after each backward pass; returning True stops. ``forward_context(step)`` returns a context
     manager wrapped around that step's forward pass (recorders switch on there). Training also
     stops at the first non-finite
-    loss, after ``max_steps`` updates or ``max_seconds``.
+    loss, after ``max_steps`` updates or ``max_seconds``. ``reset_grads=False`` reproduces a
+    training loop that never calls ``zero_grad()`` (gradients pile up across steps).
 
     Returns ``{"loss": per step, "epoch_loss", "acc" (running training accuracy per epoch),
     "epoch_samples" (samples each epoch actually trained on),
@@ -690,7 +695,7 @@ def fit(model: Any, x: Any, y: Any, *, loss: Any = None, optimizer: Any = None, 
         seed_everything(seed)
         if framework == "keras":
             _reseed_keras_generators(model, seed)
-        trainer = _Trainer(model, framework, loss, optimizer, lr)
+        trainer = _Trainer(model, framework, loss, optimizer, lr, reset_grads)
         history["optimizer"] = describe_optimizer(trainer.optimizer, model)
         rng = np.random.default_rng(seed)
         aug_rng = np.random.default_rng([seed, 1])

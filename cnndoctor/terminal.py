@@ -64,7 +64,12 @@ def render(report, color: bool = False, verbose: bool = False) -> str:
         for code_line in f.fix.code.splitlines():
             lines.append(_paint(f"      {code_line}", "dim", color))
         if f.verified:
-            lines.append(f"    verified: {_value(f.verified)}")
+            lines.extend(_verified_lines(f.verified, color))
+    combined = (report.figures.get("verification") or {}).get("combined")
+    if combined:
+        lines.append("")
+        lines.append(_paint("all fixes together:", "bold", color))
+        lines.extend(_verified_lines(combined, color))
     if report.passed:
         lines.append("")
         lines.append(_paint("passed:", "ok", color))
@@ -86,3 +91,23 @@ def render(report, color: bool = False, verbose: bool = False) -> str:
         lines.append("")
         lines.append(_paint(f"took {total:.1f} s", "dim", color))
     return "\n".join(lines)
+
+
+VERDICT_STYLE = {"verified": "ok", "not-verified": "error", "inconclusive": "warning"}
+
+
+def _verified_lines(v: dict, color: bool) -> list[str]:
+    """The verification of a fix: the verdict and its figures, per seed."""
+    if "verdict" not in v:  # an older measurement without the seed study
+        return [f"    verified: {_value(v)}"]
+    out = [_paint(f"    {v['verdict'].upper()}", VERDICT_STYLE.get(v["verdict"], "bold"), color)
+           + f" ({v['fix']}): " + v.get("summary", "").split(": ", 1)[-1]]
+    b, a = v["before"]["values"], v["after"]["values"]
+    if len(b) > 1 or len(a) > 1:
+        seeds = v.get("seeds") or list(range(len(a)))
+        out.append("      per seed " + ", ".join(str(s) for s in seeds) + ": as you have it "
+                   + " ".join(f"{x:.1%}" for x in b) + "; with the fix "
+                   + " ".join(f"{x:.1%}" for x in a))
+    if v.get("note"):
+        out.append(f"      note: {v['note']}")
+    return out

@@ -78,8 +78,8 @@ def test_case4_reports_the_evaluation_pipeline_bug(case4):
     assert pm["evidence"]["evaluation"]["range"][1] > 200
     assert "255" in pm["fix"]["summary"]
     # The fix is measured: the same inputs scaled as in training score as in training.
-    assert pm["verified"]["accuracy_with_training_statistics"] > \
-        pm["verified"]["accuracy_as_fed"] + 0.2
+    measured = pm["evidence"]["with_training_preprocessing"]
+    assert measured["accuracy_with_training_statistics"] > measured["accuracy_as_fed"] + 0.2
 
     pc = finding(data, "prediction-collapse")["evidence"]
     assert pc["prediction_share_of_top"] >= 0.5 and pc["label_share_of_top"] <= 0.1

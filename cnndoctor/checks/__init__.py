@@ -37,7 +37,7 @@ MODULES = [
 ]
 # Modules added by later capabilities register themselves if present (training, evaluation,
 # robustness); a missing one is simply not run.
-OPTIONAL_MODULES = ["training", "evaluation", "robustness"]
+OPTIONAL_MODULES = ["training", "evaluation", "robustness", "differential"]
 
 
 @dataclass
@@ -105,13 +105,19 @@ def load_all() -> list[Check]:
     return REGISTRY
 
 
-def run_checks(ev: Evidence) -> tuple[list[Finding], list[Passed], list[Skipped]]:
-    """Run every registered check whose needs are met."""
+def run_checks(ev: Evidence, needing: str | None = None
+               ) -> tuple[list[Finding], list[Passed], list[Skipped]]:
+    """Run every registered check whose needs are met (``needing``: only the checks that
+    need this, e.g. "probe:differential" for the second pass)."""
     findings: list[Finding] = []
     passed: list[Passed] = []
     skipped: list[Skipped] = []
     for check in load_all():
+        if needing is not None and needing not in check.needs:
+            continue
         reason = next((r for r in (_missing(ev, n) for n in check.needs) if r), None)
+        if reason and "probe:differential" in check.needs:
+            continue  # the differential diagnosis runs only when a symptom needs it
         if reason:
             skipped.append(Skipped(check.code, reason))
             continue

@@ -180,11 +180,11 @@ def preprocessing_mismatch(ev):
                 "trained on: scaled or shifted inputs push every activation far from what it "
                 "learned, the softmax saturates, and the predictions collapse onto a few classes "
                 "whatever the image shows."),
-            evidence={**evidence, "affine_to_training": a},
+            evidence={**evidence, "affine_to_training": a,
+                      **({"with_training_preprocessing": verified} if verified else {})},
             fix=Fix(summary=("apply exactly the training preprocessing at evaluation"
                              + (f" (divide by {factor})" if factor else "")),
-                    code=snippet(ev, keras=keras_fix, torch=torch_fix)),
-            verified=verified))
+                    code=snippet(ev, keras=keras_fix, torch=torch_fix))))
     return out
 
 
@@ -382,10 +382,6 @@ def eval_mode_not_set(ev):
             measured += (f" (accuracy {_pct(effect.get('accuracy_training_mode'))} as run vs "
                          f"{_pct(effect['accuracy_eval_mode'])} in eval mode)")
         measured += "."
-    verified = None
-    if effect.get("accuracy_eval_mode") is not None:
-        verified = {"accuracy_as_run": effect.get("accuracy_training_mode"),
-                    "accuracy_in_eval_mode": effect["accuracy_eval_mode"]}
     return [Finding(
         code="eval-mode-not-set", area="training", severity=severity,
         title=(f"{bad} of {calls} evaluation forward passes ran in training mode with "
@@ -398,8 +394,7 @@ def eval_mode_not_set(ev):
         fix=Fix(summary="call model.eval() before evaluating (and model.train() before "
                         "training again)",
                 code="model.eval()\nwith torch.no_grad():\n    outputs = model(x)\n"
-                     "model.train()"),
-        verified=verified)]
+                     "model.train()"))]
 
 
 @register("missing-zero-grad", "training")

@@ -5,7 +5,7 @@
 effect size, and the accuracy on labelled reference samples against validation.
 ``fragile-to-<perturbation>`` reads the ``perturbation_sweep`` probe: perturbations a person would
 ignore that cost the model much accuracy. Both share one fix, the augmentations the evidence
-points to (``probes.robustness.suggest_fix``: a normalization and/or augmentations), verified by the ``robustness_fix`` probe
+points to (``probes.robustness.suggest_fix``: a normalization and/or augmentations), verified by retraining in ``cnndoctor/fixes/augmentation.py``
 when the user asks for verification.
 """
 from __future__ import annotations
@@ -124,28 +124,6 @@ def _fix_words(plan: dict[str, float], normalize_steps) -> str:
     if plan:
         parts.append(f"augment training with {_plan_words(plan)}")
     return "; ".join(parts)
-
-
-def _verified(ev, plan_names: set[str] | None = None) -> dict | None:
-    res = ev.probes.get("robustness_fix")
-    if not res or res.get("skipped"):
-        return None
-    if plan_names is not None and not plan_names & set(res["augmentations"]):
-        return None
-    b, a = res["before"], res["after"]
-    return {
-        "change": _fix_words(res["augmentations"], res["normalize_steps"]),
-        "normalize": res["normalize"], "augment": res["augment"],
-        "measured_on": res["measured_on"],
-        "seeds": res["seeds"], "epochs": res["epochs"], "train_images": res["train_images"],
-        "before": b, "after": a,
-        "gain": res["gain"],
-        "validation_before": res["validation_before"], "validation_after": res["validation_after"],
-        "summary": (f"accuracy on the {res['measured_on']}: {b['mean']:.1%} +- {b['spread']:.1%} "
-                    f"without -> {a['mean']:.1%} +- {a['spread']:.1%} with the fix "
-                    f"(mean +- standard deviation over {len(res['seeds'])} seeds, {res['epochs']} "
-                    f"epochs from fresh weights)"),
-    }
 
 
 @register(SHIFT, "data", needs=("train", "reference", "probe:domain_shift"))
@@ -289,8 +267,7 @@ def check_domain_shift(ev):
     else:
         fix = Fix(summary="collect or label training images like the reference samples")
     return [Finding(code=SHIFT, area="data", severity=severity, title=title,
-                    explanation=explanation, evidence=evidence, fix=fix,
-                    verified=_verified(ev) if (plan or steps) else None)]
+                    explanation=explanation, evidence=evidence, fix=fix)]
 
 
 def _color_shortcut(ev) -> float | None:
@@ -363,8 +340,7 @@ def check_fragile(ev):
                    f"{worst['describe']}"),
             explanation=explanation.strip(), evidence=evidence,
             fix=Fix(summary=fix_summary,
-                    code=fix_code(ev, plan, full=not (shift and shift["differing"]))),
-            verified=_verified(ev, {name})))
+                    code=fix_code(ev, plan, full=not (shift and shift["differing"])))))
     if not out:
         out.append(Passed("fragile-to-*", f"no perturbation costs {FRAGILE_DROP:.0%} of accuracy "
                                           f"(clean {clean:.0%}): " + "; ".join(tolerated),

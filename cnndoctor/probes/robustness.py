@@ -736,24 +736,5 @@ def verify_fix(ev, plan: dict[str, float], normalize_steps=None, *, seeds=None, 
     }
 
 
-@register("robustness_fix")
-def robustness_fix(ev, ctx) -> None:
-    if not (getattr(ctx, "verify", False) or ctx.budget == "thorough"):
-        ev.probes["robustness_fix"] = {"skipped": "fix verification was not requested "
-                                                  "(verify=True or budget 'thorough')"}
-        return
-    suggestion = suggest_fix(ev.probes.get("domain_shift"), ev.probes.get("perturbation_sweep"))
-    if not suggestion["plan"] and not suggestion["normalize"]:
-        ev.probes["robustness_fix"] = {"skipped": "no augmentation or preprocessing is called for"}
-        return
-    if ev.train is None or ev.train.labels is None:
-        ev.probes["robustness_fix"] = {"skipped": "no labelled training data to retrain on"}
-        return
-    result = verify_fix(ev, suggestion["plan"], suggestion["normalize"],
-                        seeds=[ctx.seed + i for i in range(VERIFY_SEEDS)], progress=ctx.say)
-    result["reasons"] = suggestion["reasons"]
-    ev.probes["robustness_fix"] = result
-
-
 __all__ = ["image_properties", "compare_properties", "PROPERTIES", "match_reference",
            "suggest_fix", "verify_fix", "normalize_steps"]

@@ -26,6 +26,9 @@ def _options(parser: argparse.ArgumentParser) -> None:
                         help="how much the probes may train (default: standard)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the probes (default: 0)")
     parser.add_argument("--verbose", action="store_true", help="show passed and skipped checks")
+    parser.add_argument("--verify", action="store_true",
+                        help="apply each suggested fix to a copy, retrain it over seeds and "
+                             "report whether it helps (slower)")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -104,7 +107,7 @@ def command(args) -> int:
     title = f"cnndoctor run {names}"
     try:
         report = diagnose(model, budget=opts.budget, seed=opts.seed, title=title,
-                          progress=_progress, **kwargs)
+                          verify=getattr(opts, "verify", False), progress=_progress, **kwargs)
     except InputError as exc:
         return _fail(_with_error(f"the captured data could not be diagnosed: {exc}", session))
     except Exception as exc:  # a bug of ours: say so in one line, keep the details for a report

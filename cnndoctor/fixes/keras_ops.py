@@ -1,0 +1,149 @@
+"""Model surgery for Keras 3 models (Sequential and functional): the Keras half of the fixes.
+
+Every function returns a new, compiled model built from the architecture of ``model`` with one
+change; ``model`` itself is not touched. Weights are not carried over: verification re-draws
+them per seed. Subclassed models cannot be rebuilt layer by layer: ``CannotApply`` says so.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from . import CannotApply
+
+
+def _keras():
+    import keras
+
+    return keras
+
+
+def _fresh(layer):
+    return layer.__class__.from_config(layer.get_config())
+
+
+def rebuild(model: Any, change: Callable[[Any], Any | None]) -> Any:
+    """A new model in which each layer is ``change(layer)`` (None: an unchanged fresh copy)."""
+    from .. import runtime as rt
+
+    keras = _keras()
+
+    def clone_fn(layer):
+        new = change(layer)
+        return _fresh(layer) if new is None else new
+
+    try:
+        twin = keras.models.clone_model(model, clone_function=clone_fn)
+    except Exception as exc:
+        raise CannotApply(f"the Keras model {model.name!r} cannot be rebuilt layer by layer "
+                          f"({type(exc).__name__}: {exc}); apply the change in your code") from exc
+    if getattr(model, "compiled", False):
+        rt._compile_keras_like(twin, model)
+    return twin
+
+
+def _named(model: Any, name: str):
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if layer.name == name:
+            return layer
+    raise CannotApply(f"no layer named {name!r} in the Keras model")
+
+
+def set_activation(model: Any, name: str, activation: str) -> Any:
+    """Layer ``name`` with another activation; a standalone activation layer set to "linear"
+    becomes an identity."""
+    keras = _keras()
+    _named(model, name)
+
+    def change(layer):
+        if layer.name != name:
+            return None
+        config = layer.get_config()
+        if "activation" in config and not isinstance(layer, keras.layers.Activation):
+            config["activation"] = activation
+            return layer.__class__.from_config(config)
+        if activation == "linear":
+            return keras.layers.Identity(name=layer.name)
+        return keras.layers.Activation(activation, name=layer.name)
+
+    return rebuild(model, change)
+
+
+def add_activation(model: Any, names: list[str], activation: str = "relu") -> Any:
+    """Give each layer in ``names`` (convolutions, dense layers) its own ``activation``."""
+    for n in names:
+        _named(model, n)
+
+    def change(layer):
+        if layer.name not in names:
+            return None
+        config = layer.get_config()
+        if "activation" not in config:
+            raise CannotApply(f"layer {layer.name!r} takes no activation argument")
+        config["activation"] = activation
+        return layer.__class__.from_config(config)
+
+    return rebuild(model, change)
+
+
+def remove_layer(model: Any, name: str) -> Any:
+    """Layer ``name`` replaced by an identity (a softmax, an activation, a dropout)."""
+    keras = _keras()
+    _named(model, name)
+    return rebuild(model, lambda layer: keras.layers.Identity(name=layer.name)
+                   if layer.name == name else None)
+
+
+def set_dropout(model: Any, rates: dict[str, float]) -> Any:
+    """Dropout layers in ``rates`` with a new rate."""
+    def change(layer):
+        if layer.name not in rates:
+            return None
+        config = layer.get_config()
+        config["rate"] = float(rates[layer.name])
+        return layer.__class__.from_config(config)
+
+    return rebuild(model, change)
+
+
+def set_units(model: Any, name: str, units: int) -> Any:
+    """The output layer ``name`` with ``units`` outputs (filters for a convolution)."""
+    _named(model, name)
+
+    def change(layer):
+        if layer.name != name:
+            return None
+        config = layer.get_config()
+        key = "units" if "units" in config else "filters"
+        config[key] = int(units)
+        return layer.__class__.from_config(config)
+
+    return rebuild(model, change)
+
+
+def pooled_head(model: Any, name: str, filters: int) -> Any:
+    """The whole-map convolution ``name`` replaced by a 1x1 convolution over the map followed
+    by global average pooling: the same output shape (1 x 1 x filters), a fraction of the
+    weights."""
+    keras = _keras()
+    target = _named(model, name)
+    config = target.get_config()
+
+    def change(layer):
+        if layer.name != name:
+            return None
+        return keras.Sequential([
+            keras.layers.Conv2D(filters, 1, activation=config.get("activation"),
+                                name=f"{name}_1x1"),
+            keras.layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_gap"),
+        ], name=name)
+
+    return rebuild(model, change)
+
+
+def recompile(model: Any, *, loss: Any = None) -> Any:
+    """A fresh copy compiled with ``loss`` (the rest of the compile settings kept)."""
+    from .. import runtime as rt
+
+    twin = rebuild(model, lambda layer: None)
+    rt._compile_keras_like(twin, model, loss=loss)
+    return twin

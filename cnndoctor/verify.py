@@ -1,0 +1,423 @@
+"""Verification: every suggested fix applied to a copy, retrained over seeds, and measured.
+
+For each error and warning that a fix module treats (``cnndoctor/fixes``), the setup as the user
+has it (the *baseline*) and the same setup with the fix are each trained from fresh weights on
+k seeds, with the user's loss, optimizer and batch size unless the fix changes them, and
+measured on held-out data (on the evaluation inputs for evaluation fixes, on reference samples
+for domain shift). The fixes of all findings are also tried together. The result goes into
+``Finding.verified``:
+
+    {"fix", "params", "metric", "measured_on", "seeds", "before": {"values", "mean", "spread"},
+     "after": {...}, "difference": {"mean", "low", "high"} (95% interval), "p_value",
+     "verdict": "verified" | "not-verified" | "inconclusive", "curves", "steps", "seconds"}
+
+Training runs are plain jobs (``run_trial``) handed to the executor, so seeds run side by side.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from typing import Any
+
+import numpy as np
+
+from . import runtime as rt
+from .fixes import CannotApply, FixSpec, Trial, fix_for
+from .report import ERROR, WARNING, Finding
+
+#: Seeds per arm (issue 11: quick 3, standard 5); thorough as the multi-seed study (8).
+VERIFY_SEEDS = {"static": 3, "quick": 3, "standard": 5, "thorough": 8}
+#: Optimizer steps per verification run. 600 steps at batch 12 (case 1) is ~2 epochs of 4,000
+#: digits, where the fixed case 1 model is past 95% (CASES.md: 95-96% after 5 epochs).
+VERIFY_STEPS = {"static": 600, "quick": 600, "standard": 1200, "thorough": 3000}
+#: Seconds per run, a safety net for very large models only (case 3's 4.7-million-weight layer
+#: takes ~0.2-0.5 s a step on 2 cores); a run cut by it says so ("stopped": "time").
+VERIFY_SECONDS = {"static": 20.0, "quick": 20.0, "standard": 60.0, "thorough": 240.0}
+#: Training and held-out images per run (an evenly spread, seeded subset of larger sets).
+VERIFY_MAX_TRAIN = {"static": 4000, "quick": 4000, "standard": 8000, "thorough": 20000}
+VERIFY_MAX_VAL = 1000
+#: Share of the training data held out when no validation data was given (the usual 80/20).
+HOLDOUT_SHARE = 0.2
+#: Below this many samples nothing is held out: the fit of the training samples is measured.
+MIN_HOLDOUT = 50
+#: A fix must raise the metric by at least this much (2 points of accuracy) to count as helping;
+#: below that it is "not-verified". Seed-to-seed spread of the healthy reference cases is
+#: 1-2 points (docs/benchmarks.md), so smaller gains cannot be told from noise with few seeds.
+MIN_GAIN = 0.02
+#: One-sided significance for "verified": an exact permutation test over seeds. With 3 seeds per
+#: arm the smallest possible p is 1/20 = 0.05 (every fixed run better than every original run).
+P_VERIFIED = 0.05
+#: Bootstrap resamples for the 95% interval of the difference of means.
+BOOTSTRAP = 2000
+#: Symptoms of stalled training: when present, the combined fix also searches its own learning
+#: rate over LR_SEARCH x the user's (a fixed model may need another rate than the broken one).
+STALLED = ("no-learning", "loss-plateau", "cannot-overfit-batch", "lr-too-low")
+LR_SEARCH = (10.0, 100.0, 1000.0, 0.1)
+#: Points kept of each loss curve for the report's plots.
+CURVE_POINTS = 60
+
+
+# ---------------------------------------------------------------------------------------------
+# The baseline: the user's setup as a Trial
+
+
+def _np(x):
+    return rt.to_numpy(x)
+
+
+def _subset(n: int, k: int) -> np.ndarray:
+    return np.arange(n) if n <= k else np.linspace(0, n - 1, k).astype(int)
+
+
+def base_trial(ev, budget: str) -> Trial:
+    """The user's setup: their model (as a template), loss, optimizer, batch size and data."""
+    train = ev.train
+    x, y = _np(train.x), _np(train.y if train.y is not None else train.labels)
+    n = len(x)
+    if ev.val is not None and len(ev.val) > 0:
+        idx = _subset(n, VERIFY_MAX_TRAIN[budget])
+        xt, yt = x[idx], y[idx]
+        v = _subset(len(ev.val), VERIFY_MAX_VAL)
+        xv = _np(ev.val.x)[v]
+        yv = _np(ev.val.y if ev.val.y is not None else ev.val.labels)[v]
+        val_name = f"validation data ({len(v)} images)"
+    elif n >= MIN_HOLDOUT:
+        order = np.random.default_rng(0).permutation(n)
+        n_val = min(VERIFY_MAX_VAL, max(10, int(n * HOLDOUT_SHARE)))
+        vi, ti = np.sort(order[:n_val]), np.sort(order[n_val:])
+        ti = ti[_subset(len(ti), VERIFY_MAX_TRAIN[budget])]
+        xt, yt, xv, yv = x[ti], y[ti], x[vi], y[vi]
+        val_name = f"{n_val} training images held out"
+    else:
+        xt, yt, xv, yv = x, y, x, y
+        val_name = f"the {n} training images (too few to hold some out)"
+    keras = ev.framework == "keras"
+    return Trial(framework=ev.framework, model=ev.model,
+                 loss=None if keras else ev.loss, optimizer=None if keras else ev.optimizer,
+                 x_train=xt, y_train=yt, x_val=xv, y_val=yv,
+                 batch_size=int(ev.batch_size or 32), x_target=xv, y_target=yv,
+                 target_name=val_name)
+
+
+def _bind_target(trial: Trial, ev) -> Trial:
+    """Point an evaluation trial at the user's evaluation inputs (with labels)."""
+    if trial.target != "evaluation":
+        return trial
+    for ds in ev.evaluation:
+        labels = ds.labels
+        if labels is None:
+            labels = _evaluation_labels(ev, ds)
+        if labels is not None:
+            k = _subset(len(ds), VERIFY_MAX_VAL)
+            return trial.change(x_target=_np(ds.x)[k], y_target=np.asarray(labels)[k],
+                                target_name=f"the evaluation inputs ({len(k)} images, as the "
+                                            f"evaluation code feeds them)")
+    raise CannotApply("the evaluation inputs have no labels to measure accuracy with")
+
+
+def _evaluation_labels(ev, ds):
+    """Labels matched to unlabelled evaluation inputs by the evaluation probe, if any."""
+    res = (ev.probes.get("evaluation") or {})
+    for r in res.get("datasets", []) if isinstance(res, dict) else []:
+        if r.get("name") == ds.name and r.get("labels") is not None:
+            return np.asarray(r["labels"])
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# One run: a job for the executor
+
+
+def _balanced_order(y_int: np.ndarray, seed: int) -> np.ndarray:
+    counts = np.bincount(y_int)
+    w = 1.0 / counts[y_int]
+    rng = np.random.default_rng([seed, 7])
+    return rng.choice(len(y_int), size=len(y_int), replace=True, p=w / w.sum())
+
+
+def _score(outputs, labels, metric: str) -> float | None:
+    if metric == "balanced accuracy":
+        y = rt.integer_labels(labels)
+        out = np.asarray(outputs)
+        pred = out.argmax(-1) if out.ndim >= 2 and out.shape[-1] > 1 else (
+            out.reshape(-1) > (0.5 if ((out >= 0) & (out <= 1)).all() else 0.0)).astype(int)
+        recalls = [float((pred[y == c] == c).mean()) for c in np.unique(y)]
+        return float(np.mean(recalls)) if recalls else None
+    return rt.accuracy(outputs, labels)
+
+
+def _outputs(model, x, framework: str, eval_mode: bool):
+    if eval_mode or framework != "torch":
+        return rt.predict(model, x)
+    import torch
+
+    with torch.no_grad(), rt._torch_modes(model, True):
+        return rt.to_numpy(rt._first_output(model(rt._as_input(model, framework, x))))
+
+
+def run_trial(trial: Trial, seed: int, steps: int, max_seconds: float) -> dict:
+    """Train (or, for ``retrain=False``, copy) the trial's model on ``seed`` and measure it.
+
+    Returns plain figures: ``score`` on the trial's target, the loss curve, steps and stop
+    reason. The trial's model and data are not modified.
+    """
+    start = time.perf_counter()
+    model = rt.clone(trial.model, seed=seed, reinit=trial.retrain)
+    fwd = trial.transform or (lambda a: a)
+    hist: dict[str, Any] = {"loss": [], "steps": 0, "stopped": None}
+    if trial.retrain:
+        x, y = trial.x_train, trial.y_train
+        if trial.balance_classes:
+            order = _balanced_order(rt.integer_labels(y), seed)
+            x, y = x[order], y[order]
+        x = fwd(x)
+        per_epoch = max(1, math.ceil(len(x) / trial.batch_size))
+        epochs = max(1, math.ceil(steps / per_epoch))
+        hist = rt.fit(model, x, y, loss=trial.loss, optimizer=trial.optimizer, epochs=epochs,
+                      batch_size=trial.batch_size, seed=seed, lr=trial.lr, augment=trial.augment,
+                      max_steps=steps, max_seconds=max_seconds, reset_grads=trial.reset_grads)
+    xt = fwd(trial.x_target)
+    if trial.target == "evaluation" and trial.eval_transform is not None:
+        xt = trial.eval_transform(trial.x_target)  # the evaluation pipeline replaces the input
+    out = _outputs(model, xt, trial.framework, trial.eval_mode)
+    finite = bool(np.isfinite(out).all())
+    score = _score(out, trial.y_target, trial.metric) if finite else None
+    if score is None:  # NaN outputs: the argmax of NaN is class 0, not a measurement
+        score = 0.0
+    losses = [float(v) for v in hist.get("loss", [])]
+    return {"seed": seed, "score": float(score), "finite": finite,
+            "curve": _thin(losses), "steps": int(hist.get("steps", 0)),
+            "stopped": hist.get("stopped"), "seconds": time.perf_counter() - start}
+
+
+def _thin(values: list[float], points: int = CURVE_POINTS) -> list[float | None]:
+    if len(values) <= points:
+        return [v if math.isfinite(v) else None for v in values]
+    idx = np.linspace(0, len(values) - 1, points).astype(int)
+    return [values[i] if math.isfinite(values[i]) else None for i in idx]
+
+
+def _run_many(trials: list[tuple[Trial, int]], budget: str, ctx) -> list[dict]:
+    steps, secs = VERIFY_STEPS[budget], VERIFY_SECONDS[budget]
+    try:
+        from .executor import Job, run_jobs
+    except ImportError:  # the executor is optional: run one after the other here
+        return [run_trial(t, s, steps, secs) for t, s in trials]
+    jobs = [Job(fn=run_trial, args=(t, s, steps, secs), label=f"seed {s}") for t, s in trials]
+    return run_jobs(jobs, getattr(ctx, "executor", "auto") or "auto", progress=ctx.say)
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics
+
+
+def _summary(values: list[float]) -> dict:
+    v = np.asarray(values, dtype=np.float64)
+    return {"values": [float(x) for x in v], "mean": float(v.mean()),
+            "spread": float(v.std(ddof=1)) if v.size > 1 else 0.0,
+            "min": float(v.min()), "max": float(v.max())}
+
+
+def permutation_p(before: list[float], after: list[float]) -> float:
+    """One-sided exact permutation p-value that ``after`` has the higher mean."""
+    pooled = np.asarray(list(before) + list(after), dtype=np.float64)
+    k = len(after)
+    observed = float(np.mean(after) - np.mean(before))
+    total = pooled.sum()
+    hits = count = 0
+    for combo in itertools.combinations(range(len(pooled)), k):
+        s = pooled[list(combo)].sum()
+        diff = s / k - (total - s) / (len(pooled) - k)
+        hits += diff >= observed - 1e-12
+        count += 1
+    return hits / count
+
+
+def compare(before: list[float], after: list[float], *, samples: int | None = None) -> dict:
+    """Difference of means with a 95% interval, its p-value and the verdict.
+
+    Several seeds: bootstrap interval over seeds and an exact permutation test. One measurement
+    each (deterministic evaluation fixes): the normal interval of two proportions over
+    ``samples`` images.
+    """
+    b, a = np.asarray(before, dtype=np.float64), np.asarray(after, dtype=np.float64)
+    diff = float(a.mean() - b.mean())
+    if len(b) == 1 and len(a) == 1 and samples:
+        pb, pa = float(b[0]), float(a[0])
+        se = math.sqrt(max(pb * (1 - pb), 1e-12) / samples + max(pa * (1 - pa), 1e-12) / samples)
+        low, high = diff - 1.96 * se, diff + 1.96 * se
+        z = diff / se if se > 0 else math.inf
+        p = 0.5 * math.erfc(z / math.sqrt(2))
+    else:
+        rng = np.random.default_rng(0)
+        boots = (rng.choice(a, (BOOTSTRAP, len(a))).mean(1)
+                 - rng.choice(b, (BOOTSTRAP, len(b))).mean(1))
+        low, high = (float(q) for q in np.percentile(boots, [2.5, 97.5]))
+        p = permutation_p(list(b), list(a))
+    if diff < MIN_GAIN:
+        verdict = "not-verified"
+    elif p <= P_VERIFIED and low > 0:
+        verdict = "verified"
+    else:
+        verdict = "inconclusive"
+    return {"difference": {"mean": diff, "low": low, "high": high}, "p_value": p,
+            "verdict": verdict}
+
+
+# ---------------------------------------------------------------------------------------------
+# Verifying the findings
+
+
+def _worth_verifying(f: Finding) -> bool:
+    return f.severity in (ERROR, WARNING)
+
+
+def _result(spec_name: str, params: dict, trial: Trial, before: list[dict], after: list[dict],
+            seconds: float) -> dict:
+    bv, av = [r["score"] for r in before], [r["score"] for r in after]
+    stats = compare(bv, av, samples=len(trial.y_target) if trial.y_target is not None else None)
+    cut = [r["seed"] for r in before + after if r.get("stopped") == "time"]
+    out = {"fix": spec_name, "params": params, "metric": trial.metric,
+           "measured_on": trial.target_name, "seeds": [r["seed"] for r in after],
+           "before": _summary(bv), "after": _summary(av), **stats,
+           "curves": {"before": [r["curve"] for r in before],
+                      "after": [r["curve"] for r in after]},
+           "steps": max([r["steps"] for r in after] or [0]),
+           "retrained": trial.retrain, "seconds": round(seconds, 2)}
+    if cut:
+        out["note"] = (f"runs of seed(s) {sorted(set(cut))} were stopped by the time limit of "
+                       f"{VERIFY_SECONDS.get('quick')} s before all their steps")
+    out["summary"] = _words(out)
+    return out
+
+
+def _words(v: dict) -> str:
+    b, a, d = v["before"], v["after"], v["difference"]
+    n = len(v["seeds"])
+    head = {"verified": "verified", "not-verified": "NOT verified: the fix did not help",
+            "inconclusive": "inconclusive"}[v["verdict"]]
+    how = (f"over {n} seeds from fresh weights" if v.get("retrained", True)
+           else "on the trained weights")
+    return (f"{head}: {v['metric']} on {v['measured_on']} {b['mean']:.1%} -> {a['mean']:.1%} "
+            f"{how} (difference {d['mean']:+.1%}, 95% interval {d['low']:+.1%} to "
+            f"{d['high']:+.1%})")
+
+
+def _own_learning_rate(trial: Trial, ev, ctx, budget: str) -> tuple[Trial, dict | None]:
+    """When training had stalled, the fixed setup brings its own learning rate: a short search
+    over LR_SEARCH multiples of the user's rate on one seed, best held-out score kept (CASES.md
+    case 2: with the model fixed, the user's SGD at 1e-3 still does not fit six images)."""
+    user = rt.current_lr(ev.model, ev.optimizer)
+    if not user:
+        return trial, None
+    ctx.say("the fixed setup: searching a learning rate on one seed")
+    candidates = [trial] + [trial.change(lr=user * f) for f in LR_SEARCH]
+    runs = _run_many([(t, ctx.seed) for t in candidates], budget, ctx)
+    scores = [r["score"] if r["finite"] else -1.0 for r in runs]
+    # ties (several rates fit the held-out data) go to the lowest final training loss
+    last = [(r["curve"][-1] if r["curve"] and r["curve"][-1] is not None else math.inf)
+            for r in runs]
+    best = min(range(len(runs)), key=lambda i: (-scores[i], last[i]))
+    if best == 0 or scores[best] < scores[0] + MIN_GAIN:
+        return trial, None
+    lr = user * LR_SEARCH[best - 1]
+    return candidates[best], {"lr": lr, "user_lr": user,
+                              "searched": {f"{user * f:.3g}": s
+                                           for f, s in zip((1.0, *LR_SEARCH), scores)}}
+
+
+def verify_findings(ev, findings: list[Finding], ctx) -> dict:
+    """Fill ``fix.transform`` and ``verified`` for every finding a fix treats; try all fixes
+    together. Returns the figures for ``report.figures["verification"]``."""
+    budget = ctx.budget if ctx.budget in VERIFY_SEEDS else "quick"
+    k = VERIFY_SEEDS[budget]
+    seeds = [ctx.seed + i for i in range(k)]
+    ev.probes["_findings"] = findings
+    start = time.perf_counter()
+    base = base_trial(ev, budget)
+    baselines: dict[tuple, list[dict]] = {}
+    done: dict[tuple, dict] = {}
+    combinable: list[tuple[FixSpec, Finding]] = []
+    figures: dict[str, Any] = {"seeds": seeds, "steps": VERIFY_STEPS[budget], "fixes": []}
+    for f in findings:
+        spec = fix_for(f.code)
+        if spec is None:
+            continue
+        f.fix.transform = {"name": spec.name, "summary": spec.summary, "params": {}}
+        if not _worth_verifying(f):
+            continue
+        t0 = time.perf_counter()
+        try:
+            if spec.verify is not None:
+                ctx.say(f"verifying the fix of {f.code} ({spec.name}) over {k} seeds")
+                raw = spec.verify(ev, f, seeds=seeds, progress=ctx.say,
+                                  executor=getattr(ctx, "executor", None))
+                stats = compare(raw["before"], raw["after"])
+                f.fix.transform["params"] = raw.get("params", {})
+                v = {"fix": spec.name, "params": raw.get("params", {}), "metric": raw["metric"],
+                     "measured_on": raw["measured_on"], "seeds": seeds,
+                     "before": _summary(raw["before"]), "after": _summary(raw["after"]),
+                     **stats, "retrained": True, **raw.get("extra", {}),
+                     "seconds": round(time.perf_counter() - t0, 2)}
+                v["summary"] = _words(v)
+                f.verified = v
+                continue
+            baseline = _bind_target(base.change(**spec.reproduces), ev)
+            fixed = spec.apply(baseline, f, ev)
+        except CannotApply as exc:
+            f.fix.transform["cannot_apply"] = str(exc)
+            continue
+        params = fixed.applied[-1]["params"] if fixed.applied else {}
+        f.fix.transform["params"] = params
+        key = (spec.name, repr(sorted(params.items(), key=str)))
+        if key in done:
+            f.verified = dict(done[key])
+            continue
+        ctx.say(f"verifying the fix of {f.code} ({spec.name}) over "
+                f"{k if baseline.retrain else 1} seed(s)")
+        run_seeds = seeds if baseline.retrain else seeds[:1]
+        bkey = tuple(sorted(spec.reproduces.items()))
+        if bkey not in baselines:
+            baselines[bkey] = _run_many([(baseline, s) for s in run_seeds], budget, ctx)
+        after = _run_many([(fixed, s) for s in run_seeds], budget, ctx)
+        f.verified = _result(spec.name, params, fixed, baselines[bkey], after,
+                             time.perf_counter() - t0)
+        done[key] = f.verified
+        figures["fixes"].append({"code": f.code, "fix": spec.name,
+                                 "verdict": f.verified["verdict"],
+                                 "difference": f.verified["difference"]["mean"]})
+        if baseline.retrain and not spec.reproduces:
+            combinable.append((spec, f))
+    if len(combinable) >= 2:
+        trial = base
+        names = []
+        try:
+            for spec, f in combinable:
+                trial = spec.apply(trial, f, ev)
+                names.append(spec.name)
+        except CannotApply:
+            names = []
+        if names:
+            ctx.say(f"verifying all {len(names)} fixes together over {k} seeds")
+            t0 = time.perf_counter()
+            params = {"fixes": names, "findings": [f.code for _, f in combinable]}
+            after = _run_many([(trial, s) for s in seeds], budget, ctx)
+            combined = _result(" + ".join(names), params, trial, baselines[()], after,
+                               time.perf_counter() - t0)
+            if combined["verdict"] != "verified" and {f.code for f in findings} & set(STALLED):
+                trial, found = _own_learning_rate(trial, ev, ctx, budget)
+                if found is not None:
+                    params["lr"] = found
+                    names.append(f"learning rate {found['lr']:.3g}")
+                    after = _run_many([(trial, s) for s in seeds], budget, ctx)
+                    combined = _result(" + ".join(names), params, trial, baselines[()], after,
+                                       time.perf_counter() - t0)
+            figures["combined"] = combined
+    figures["seconds"] = round(time.perf_counter() - start, 2)
+    ev.probes.pop("_findings", None)
+    return figures
+
+
+__all__ = ["verify_findings", "run_trial", "base_trial", "compare", "permutation_p",
+           "VERIFY_SEEDS", "VERIFY_STEPS", "MIN_GAIN", "P_VERIFIED"]

