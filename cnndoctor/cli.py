@@ -76,7 +76,7 @@ def cmd_demo(args) -> int:
                           title=f"case {case.id}")
         print()
         print(report.render(color=color, verbose=args.verbose))
-        missing = _expectation_gaps(case, report)
+        missing = _expectation_gaps(case, report, verify=getattr(args, "verify", False))
         if missing:
             failures.append((case.id, missing))
             print(f"\n!! case {case.id} did not give its expected diagnosis: {'; '.join(missing)}")
@@ -90,8 +90,13 @@ def cmd_demo(args) -> int:
     return 1 if failures else 0
 
 
-def _expectation_gaps(case, report) -> list[str]:
+def _expectation_gaps(case, report, verify: bool = False) -> list[str]:
     gaps = []
+    if verify and case.variant == "broken":
+        verdicts = [f.verified.get("verdict") for f in report.findings if f.verified]
+        combined = (report.figures.get("verification") or {}).get("combined") or {}
+        if "verified" not in verdicts + [combined.get("verdict")]:
+            gaps.append("no fix was verified by retraining")
     errors = {f.code for f in report.findings if f.severity == "error"}
     for code in case.expect_errors:
         if code not in errors:
