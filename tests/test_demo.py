@@ -118,3 +118,25 @@ def test_demo_list_names_every_case(capsys):
     out = capsys.readouterr().out
     for case in cases.all_cases():
         assert case.id in out
+
+
+def test_demo_verify_proves_case4_fix_in_terminal_and_json(capsys, tmp_path):
+    """`cnndoctor demo 4 --verify`: the training scaling at evaluation restores the training-time
+    accuracy, shown as `VERIFIED` with before/after figures, and in --json."""
+    import json
+
+    out = tmp_path / "case4.json"
+    assert main(["demo", "4-cifar-eval", "--verify", "--quiet", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "VERIFIED (evaluation-preprocessing)" in text
+    assert "1 gave their expected diagnosis" in text
+    data = json.loads(out.read_text())
+    pm = next(f for f in data["findings"] if f["code"] == "preprocessing-mismatch")
+    v = pm["verified"]
+    assert v["verdict"] == "verified" and v["retrained"] is False
+    assert v["after"]["mean"] - v["before"]["mean"] > 0.5
+    assert v["before"]["mean"] < 0.1  # the collapse, as the evaluation script fed it
+    td = next(f for f in data["findings"] if f["code"] == "train-eval-discrepancy")
+    # the same fix restores the accuracy that training reached on those images
+    assert abs(v["after"]["mean"] - td["evidence"]["accuracy_training_path"]) < 0.03
+    assert pm["fix"]["transform"]["name"] == "evaluation-preprocessing"
