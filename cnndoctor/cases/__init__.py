@@ -63,9 +63,10 @@ def register(case: Case) -> Case:
 
 
 def all_cases() -> list[Case]:
-    if not CASES:
-        for name in MODULES:
-            importlib.import_module(f"{__name__}.{name}")
+    # every module, always: one imported directly (a test importing a case's builder) must not
+    # hide the others
+    for name in MODULES:
+        importlib.import_module(f"{__name__}.{name}")
     return list(CASES)
 
 

@@ -539,6 +539,13 @@ def _subset_xy(ds, n):
 
 @register("perturbation_sweep")
 def perturbation_sweep(ev, ctx) -> None:
+    if ctx.budget == "quick" and ev.reference is None and not ev.evaluation:
+        # At quick the sweep (a third of a script's quick diagnosis on small models) runs only
+        # where robustness can matter: real-world samples or a separate evaluation were given.
+        ev.probes["perturbation_sweep"] = {
+            "skipped": "at budget 'quick' the perturbation sweep runs only with reference "
+                       "samples or evaluation inputs (use --budget standard to run it anyway)"}
+        return
     ds, name = _labelled_eval_set(ev)
     if ds is None or ds.labels is None:
         ev.probes["perturbation_sweep"] = {"skipped": "no labelled validation data was given"}
