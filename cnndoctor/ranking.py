@@ -1,7 +1,8 @@
 """Ranking: root causes above the symptoms they explain, errors above warnings, and among
 causes of the same severity, those whose fix was verified to recover most first.
 
-``CAUSES`` says which findings can explain which: a symptom (dead ReLUs, a flat loss, collapsed
+Each check declares which symptoms its finding can cause (``@register(..., explains=...)``, from
+CASES.md and the mechanisms in CHECKS.md): a symptom (dead ReLUs, a flat loss, collapsed
 predictions) is placed below every root cause present in the same report that explains it, and its
 ``explained_by`` lists them, so that the person reading the report fixes the cause first.
 """
@@ -9,47 +10,17 @@ from __future__ import annotations
 
 from .report import AREAS, SEVERITY_ORDER, Finding
 
-# symptom code -> the codes that can cause it (from CASES.md and the mechanisms in CHECKS.md).
-CAUSES: dict[str, tuple[str, ...]] = {
-    "dead-relu": ("activation-before-softmax", "unnormalized-input", "oversized-layer",
-                  "lr-too-high", "double-softmax"),
-    "no-learning": ("lr-too-high", "double-softmax", "unnormalized-input", "lr-too-low", "dead-relu",
-                    "oversized-layer", "activation-before-softmax", "missing-softmax",
-                    "output-activation-mismatch", "labels-uninformative", "vanishing-gradient"),
-    "loss-plateau": ("lr-too-high", "double-softmax", "unnormalized-input", "lr-too-low", "dead-relu",
-                     "oversized-layer", "labels-uninformative", "output-activation-mismatch",
-                     "vanishing-gradient"),
-    "vanishing-gradient": ("double-softmax", "unnormalized-input", "oversized-layer",
-                           "activation-before-softmax", "lr-too-high", "lr-too-low"),
-    "exploding-gradient": ("lr-too-high", "unnormalized-input", "missing-zero-grad"),
-    "nan-loss": ("lr-too-high", "invalid-values", "unnormalized-input", "exploding-gradient",
-                 "missing-softmax", "output-activation-mismatch"),
-    "lr-too-high": ("unnormalized-input",),
-    "lr-too-low": ("double-softmax", "unnormalized-input"),
-    "cannot-overfit-batch": ("double-softmax", "activation-before-softmax", "missing-softmax",
-                             "output-activation-mismatch", "output-size-mismatch",
-                             "unnormalized-input", "oversized-layer", "dead-relu",
-                             "lr-too-low", "lr-too-high", "missing-nonlinearity"),
-    "seed-instability": ("activation-before-softmax", "missing-nonlinearity", "dead-relu",
-                         "unnormalized-input", "oversized-layer", "lr-too-high"),
-    "overfitting": ("duplicate-leakage", "oversized-layer"),
-    "prediction-collapse": ("preprocessing-mismatch", "oversized-layer", "class-imbalance",
-                            "dead-relu", "activation-before-softmax", "unnormalized-input",
-                            "eval-mode-not-set", "double-softmax"),
-    "train-eval-discrepancy": ("preprocessing-mismatch", "eval-mode-not-set", "channel-layout"),
-    "domain-shift": (),
-    "spurious-correlation": (),
-}
-# Every fragile-to-<perturbation> finding can be explained by these.
-FRAGILE_CAUSES = ("domain-shift", "spurious-correlation", "unnormalized-input")
-
 AREA_ORDER = {area: i for i, area in enumerate(AREAS)}
 
 
 def causes_of(code: str) -> tuple[str, ...]:
+    """The codes that can cause ``code``, as the checks declare them (``explains=``)."""
+    from .checks import explanations
+
+    table = explanations()
     if code.startswith("fragile-to-"):
-        return FRAGILE_CAUSES
-    return CAUSES.get(code, ())
+        return table.get("fragile-to-*", ())
+    return table.get(code, ())
 
 
 #: Order of verification verdicts among causes of equal severity: a cause whose fix was shown to
@@ -93,7 +64,7 @@ def rank(findings: list[Finding]) -> list[Finding]:
             if all(c in {r.code for r in result} for c in f.explained_by):
                 result.append(pending.pop(i))
                 break
-        else:  # a cycle in CAUSES: keep the sorted order for the rest
+        else:  # a cycle in the declared explanations: keep the sorted order
             result.extend(pending)
             break
     for i, f in enumerate(result, start=1):

@@ -4,8 +4,9 @@ One module per kind of problem. Each module registers its check with ``@register
 plain function that reads ``Evidence`` and returns a list of ``Finding``, ``Passed`` and
 ``Skipped`` entries. Checks never train, load or modify anything: probes gather, checks judge.
 
-Adding a check: write ``cnndoctor/checks/<name>.py`` with one ``@register``-ed function, add the
-module name to ``MODULES`` below, and add its test.
+Adding a check: write ``cnndoctor/checks/<name>.py`` with one ``@register``-ed function (with
+``explains=`` the symptoms it can cause, for the ranking), and add its test. Modules are found by
+walking the package; ``MODULES`` only fixes the order of the reference ones.
 """
 from __future__ import annotations
 
@@ -46,6 +47,9 @@ class Check:
     area: str
     fn: Callable[[Evidence], list]
     needs: tuple[str, ...]  # "train", "val", "labels", "evaluation", "reference", "probe:<name>"
+    #: the symptom codes this finding can cause ("fragile-to-*" for the family): the ranking
+    #: places those symptoms below it and names it in their ``explained_by``
+    explains: tuple[str, ...] = ()
 
 
 REGISTRY: list[Check] = []
@@ -60,11 +64,14 @@ _NEED_REASONS = {
 }
 
 
-def register(code: str, area: str, needs: tuple[str, ...] = ()):
-    """Register a check function producing findings with ``code`` in ``area``."""
+def register(code: str, area: str, needs: tuple[str, ...] = (),
+             explains: tuple[str, ...] = ()):
+    """Register a check function producing findings with ``code`` in ``area``; ``explains``
+    names the symptoms such a finding can cause."""
 
     def wrap(fn):
-        REGISTRY.append(Check(code=code, area=area, fn=fn, needs=tuple(needs)))
+        REGISTRY.append(Check(code=code, area=area, fn=fn, needs=tuple(needs),
+                              explains=tuple(explains)))
         return fn
 
     return wrap
@@ -99,10 +106,26 @@ def _missing(ev: Evidence, need: str) -> str | None:
 def load_all() -> list[Check]:
     """Import every check module once so that they register; returns the registry."""
     if not getattr(load_all, "_done", False):
-        import_modules(__name__, MODULES, OPTIONAL_MODULES)
-        sort_by_module(REGISTRY, MODULES + OPTIONAL_MODULES)
+        import pkgutil
+
+        found = sorted(m.name for m in pkgutil.iter_modules(__path__)
+                       if not m.name.startswith("_"))
+        extra = [m for m in found if m not in MODULES + OPTIONAL_MODULES]
+        import_modules(__name__, MODULES, OPTIONAL_MODULES + extra)
+        sort_by_module(REGISTRY, MODULES + OPTIONAL_MODULES + extra)
         load_all._done = True
     return REGISTRY
+
+
+def explanations() -> dict[str, tuple[str, ...]]:
+    """symptom code -> the codes whose checks declare that they can cause it."""
+    out: dict[str, list[str]] = {}
+    for check in load_all():
+        for symptom in check.explains:
+            causes = out.setdefault(symptom, [])
+            if check.code not in causes:
+                causes.append(check.code)
+    return {k: tuple(v) for k, v in out.items()}
 
 
 def run_checks(ev: Evidence, needing: str | None = None

@@ -26,7 +26,9 @@ def _culprits(ev):
     return pairs
 
 
-@register(CODE, "model")
+@register(CODE, "model",
+          explains=("dead-relu", "no-learning", "vanishing-gradient", "cannot-overfit-batch",
+                    "seed-instability", "prediction-collapse",))
 def check(ev):
     pairs = _culprits(ev)
     if not pairs:

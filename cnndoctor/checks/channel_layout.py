@@ -8,7 +8,8 @@ from . import Finding, Fix, Passed, register, snippet
 CODE = "channel-layout"
 
 
-@register(CODE, "data", needs=("train",))
+@register(CODE, "data", needs=("train",),
+          explains=("train-eval-discrepancy",))
 def check(ev):
     model_format = ev.graph.data_format
     out = []

@@ -14,7 +14,8 @@ RATIO_WARNING = 10.0
 RATIO_ERROR = 100.0
 
 
-@register(CODE, "data", needs=("labels",))
+@register(CODE, "data", needs=("labels",),
+          explains=("prediction-collapse",))
 def check(ev):
     y = ev.train.labels
     if y.dtype.kind not in "iu" or (y < 0).any():

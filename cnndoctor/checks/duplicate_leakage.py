@@ -24,7 +24,8 @@ def _hashes(images: np.ndarray, lo: float, hi: float) -> list[bytes]:
     return [hashlib.blake2b(img.tobytes(), digest_size=16).digest() for img in q]
 
 
-@register(CODE, "data", needs=("train",))
+@register(CODE, "data", needs=("train",),
+          explains=("overfitting",))
 def check(ev):
     others = [ds for ds in [ev.val, *ev.evaluation, ev.reference] if ds is not None]
     if not others:

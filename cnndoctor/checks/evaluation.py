@@ -86,7 +86,8 @@ def _pct(v: float | None) -> str:
 
 
 # ------------------------------------------------------------------------------------------------
-@register("preprocessing-mismatch", "data", needs=("evaluation", "probe:evaluation"))
+@register("preprocessing-mismatch", "data", needs=("evaluation", "probe:evaluation"),
+          explains=("prediction-collapse", "train-eval-discrepancy",))
 def preprocessing_mismatch(ev):
     out = []
     for r in _datasets(ev):
@@ -343,7 +344,8 @@ def _torch_capture(ev) -> dict | None:
     return captured.get("torch")
 
 
-@register("eval-mode-not-set", "training")
+@register("eval-mode-not-set", "training",
+          explains=("prediction-collapse", "train-eval-discrepancy",))
 def eval_mode_not_set(ev):
     if ev.framework != "torch":
         return []
@@ -397,7 +399,8 @@ def eval_mode_not_set(ev):
                      "model.train()"))]
 
 
-@register("missing-zero-grad", "training")
+@register("missing-zero-grad", "training",
+          explains=("exploding-gradient",))
 def missing_zero_grad(ev):
     if ev.framework != "torch":
         return []

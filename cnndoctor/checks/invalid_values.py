@@ -46,7 +46,8 @@ def problems(ev) -> list[str]:
     return out
 
 
-@register(CODE, "data", needs=("train",))
+@register(CODE, "data", needs=("train",),
+          explains=("nan-loss",))
 def check(ev):
     found = problems(ev)
     if not found:

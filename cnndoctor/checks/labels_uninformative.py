@@ -56,7 +56,8 @@ def probe_accuracies(images, labels, seed=0) -> dict[str, float]:
     return accs
 
 
-@register(CODE, "data", needs=("labels",))
+@register(CODE, "data", needs=("labels",),
+          explains=("no-learning", "loss-plateau",))
 def check(ev):
     from scipy.stats import binomtest
 

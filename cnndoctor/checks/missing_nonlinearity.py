@@ -32,7 +32,8 @@ def _extractor_is_linear(graph) -> bool:
                    for layer in graph.layers[:last])
 
 
-@register(CODE, "model")
+@register(CODE, "model",
+          explains=("cannot-overfit-batch", "seed-instability",))
 def check(ev):
     graph = ev.graph
     pairs = linear_pairs(graph)

@@ -7,7 +7,8 @@ from . import Finding, Fix, Passed, register, snippet
 CODE = "output-size-mismatch"
 
 
-@register(CODE, "model", needs=("labels",))
+@register(CODE, "model", needs=("labels",),
+          explains=("cannot-overfit-batch",))
 def check(ev):
     units = ev.graph.output_units
     classes = ev.train.num_classes_in_labels

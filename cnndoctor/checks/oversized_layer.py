@@ -30,7 +30,10 @@ def _spatial_out(layer):
         else layer.output_shape[1:]
 
 
-@register(CODE, "model")
+@register(CODE, "model",
+          explains=("dead-relu", "no-learning", "loss-plateau", "vanishing-gradient",
+                    "cannot-overfit-batch", "seed-instability", "overfitting",
+                    "prediction-collapse",))
 def check(ev):
     graph = ev.graph
     total = graph.total_params or 1

@@ -126,7 +126,8 @@ def _fix_words(plan: dict[str, float], normalize_steps) -> str:
     return "; ".join(parts)
 
 
-@register(SHIFT, "data", needs=("train", "reference", "probe:domain_shift"))
+@register(SHIFT, "data", needs=("train", "reference", "probe:domain_shift"),
+          explains=("fragile-to-*",))
 def check_domain_shift(ev):
     shift = ev.probes["domain_shift"]
     sweep = ev.probes.get("perturbation_sweep")

@@ -21,7 +21,9 @@ def _keras_loss_class(loss):
             "binary_crossentropy": "BinaryCrossentropy"}.get(loss.name, "CategoricalCrossentropy")
 
 
-@register("double-softmax", "model", needs=("loss",))
+@register("double-softmax", "model", needs=("loss",),
+          explains=("dead-relu", "no-learning", "loss-plateau", "vanishing-gradient", "lr-too-low",
+                    "cannot-overfit-batch", "prediction-collapse",))
 def double_softmax(ev):
     graph, loss = ev.graph, ev.graph.loss
     out = graph.output_activation
@@ -47,7 +49,8 @@ def double_softmax(ev):
                                                          "loss_expects": loss.expects})]
 
 
-@register("missing-softmax", "model", needs=("loss",))
+@register("missing-softmax", "model", needs=("loss",),
+          explains=("no-learning", "nan-loss", "cannot-overfit-batch",))
 def missing_softmax(ev):
     graph, loss = ev.graph, ev.graph.loss
     out = graph.output_activation
@@ -79,7 +82,8 @@ def missing_softmax(ev):
                    {"output_activation": out})]
 
 
-@register("output-activation-mismatch", "model", needs=("loss",))
+@register("output-activation-mismatch", "model", needs=("loss",),
+          explains=("no-learning", "loss-plateau", "nan-loss", "cannot-overfit-batch",))
 def output_activation_mismatch(ev):
     graph, loss = ev.graph, ev.graph.loss
     out = graph.output_activation

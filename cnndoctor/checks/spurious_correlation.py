@@ -59,7 +59,8 @@ def property_predictiveness(images, labels) -> dict[str, dict]:
     return out
 
 
-@register(CODE, "data", needs=("labels",))
+@register(CODE, "data", needs=("labels",),
+          explains=("fragile-to-*",))
 def check(ev):
     y = ev.train.labels
     if y.dtype.kind not in "iu":

@@ -216,7 +216,9 @@ def check_plateau(ev):
 # dead-relu
 
 
-@register("dead-relu", AREA, needs=("probe:train",))
+@register("dead-relu", AREA, needs=("probe:train",),
+          explains=("no-learning", "loss-plateau", "cannot-overfit-batch", "seed-instability",
+                    "prediction-collapse",))
 def check_dead_relu(ev):
     tr = ev.probes["train"]
     layers = tr.get("relu") or []
@@ -290,7 +292,8 @@ def _weighted_grads(ev, tr):
     return rows
 
 
-@register("vanishing-gradient", AREA, needs=("probe:train",))
+@register("vanishing-gradient", AREA, needs=("probe:train",),
+          explains=("no-learning", "loss-plateau",))
 def check_vanishing(ev):
     tr = ev.probes["train"]
     rows = _weighted_grads(ev, tr)
@@ -338,7 +341,8 @@ def check_vanishing(ev):
                         torch="nn.BatchNorm2d(channels)  # after conv layers")))]
 
 
-@register("exploding-gradient", AREA, needs=("probe:train",))
+@register("exploding-gradient", AREA, needs=("probe:train",),
+          explains=("nan-loss",))
 def check_exploding(ev):
     tr = ev.probes["train"]
     norms = [v for v in tr.get("total_grad_norm") or []]
@@ -401,7 +405,9 @@ def _range_usable(ev, code):
     return lr, None
 
 
-@register("lr-too-high", AREA, needs=("probe:lr_range",))
+@register("lr-too-high", AREA, needs=("probe:lr_range",),
+          explains=("dead-relu", "no-learning", "loss-plateau", "vanishing-gradient",
+                    "exploding-gradient", "nan-loss", "cannot-overfit-batch", "seed-instability",))
 def check_lr_high(ev):
     lr, skip = _range_usable(ev, "lr-too-high")
     if skip:
@@ -436,7 +442,8 @@ def check_lr_high(ev):
                         torch=f"torch.optim.Adam(model.parameters(), lr={lr['suggested_lr']:.2g})")))]
 
 
-@register("lr-too-low", AREA, needs=("probe:lr_range",))
+@register("lr-too-low", AREA, needs=("probe:lr_range",),
+          explains=("no-learning", "loss-plateau", "vanishing-gradient", "cannot-overfit-batch",))
 def check_lr_low(ev):
     lr, skip = _range_usable(ev, "lr-too-low")
     if skip:

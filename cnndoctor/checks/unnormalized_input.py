@@ -26,7 +26,11 @@ def normalizing_layer(graph):
     return None
 
 
-@register(CODE, "data", needs=("train", "probe:datastats"))
+@register(CODE, "data", needs=("train", "probe:datastats"),
+          explains=("dead-relu", "no-learning", "loss-plateau", "vanishing-gradient",
+                    "exploding-gradient", "nan-loss", "lr-too-high", "lr-too-low",
+                    "cannot-overfit-batch", "seed-instability", "prediction-collapse",
+                    "fragile-to-*",))
 def check(ev):
     stats = ev.probes["datastats"].get("training", {})
     if not stats.get("finite"):
