@@ -364,6 +364,10 @@ def verify_findings(ev, findings: list[Finding], ctx) -> dict:
                 f.verified = v
                 continue
             baseline = _bind_target(base.change(**spec.reproduces), ev)
+            if not baseline.retrain and baseline.target == "validation" and ev.val is None:
+                # the trained weights have seen every training image: say what it is
+                baseline = baseline.change(target_name=f"{len(baseline.y_target)} of the "
+                                                       f"training images")
             fixed = spec.apply(baseline, f, ev)
         except CannotApply as exc:
             f.fix.transform["cannot_apply"] = str(exc)

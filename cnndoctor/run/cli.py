@@ -69,7 +69,8 @@ def _split(args) -> argparse.Namespace:
         json=ns.json or getattr(args, "json", None),
         budget=ns.budget if ns.budget != "standard" else getattr(args, "budget", "standard"),
         seed=ns.seed if ns.seed else getattr(args, "seed", 0),
-        verbose=ns.verbose or getattr(args, "verbose", False))
+        verbose=ns.verbose or getattr(args, "verbose", False),
+        verify=ns.verify or getattr(args, "verify", False))
     if not out.scripts:
         raise UsageError("no script given: cnndoctor run SCRIPT [SCRIPT ...] [-- ARGS]")
     return out
