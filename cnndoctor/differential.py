@@ -25,6 +25,8 @@ SYMPTOMS = ("no-learning", "loss-plateau", "cannot-overfit-batch", "vanishing-gr
 #: for lr / 10 candidates to show their effect beside the baseline.
 STEPS = {"quick": 150, "standard": 300, "thorough": 600}
 SECONDS = {"quick": 8.0, "standard": 30.0, "thorough": 120.0}
+#: All interventions together stop being started past this (quick stays quick on slow models).
+TOTAL_SECONDS = {"quick": 30.0, "standard": 120.0, "thorough": 480.0}
 #: Training images per run (a seeded subset), like the training probe's budget.
 MAX_TRAIN = {"quick": 1024, "standard": 2048, "thorough": 5000}
 #: An intervention "recovers training" when held-out accuracy rises by at least this much over
@@ -102,6 +104,9 @@ def investigate(ev, ctx, findings):
         plan.append(("relu", sat))
     recovered = None
     for kind, value in plan:
+        if time.perf_counter() - start > TOTAL_SECONDS[budget]:
+            tried.append({"intervention": "the rest", "skipped": "out of the budget's time"})
+            break
         if kind == "lr":
             t, name = trial.change(lr=float(value)), f"learning rate {value:.3g}"
         else:
