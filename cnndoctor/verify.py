@@ -341,7 +341,6 @@ def verify_findings(ev, findings: list[Finding], ctx) -> dict:
     budget = ctx.budget if ctx.budget in VERIFY_SEEDS else "quick"
     k = VERIFY_SEEDS[budget]
     seeds = [ctx.seed + i for i in range(k)]
-    ev.probes["_findings"] = findings
     start = time.perf_counter()
     base = base_trial(ev, budget)
     baselines: dict[tuple, list[dict]] = {}
@@ -427,7 +426,6 @@ def verify_findings(ev, findings: list[Finding], ctx) -> dict:
                                        time.perf_counter() - t0)
             figures["combined"] = combined
     figures["seconds"] = round(time.perf_counter() - start, 2)
-    ev.probes.pop("_findings", None)
     return figures
 
 

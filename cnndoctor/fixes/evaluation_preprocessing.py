@@ -30,11 +30,12 @@ class Affine:
         return f"x * {np.round(self.scale, 4).tolist()} + {np.round(self.shift, 4).tolist()}"
 
 
-def _mismatch(ev):
-    for code in ("preprocessing-mismatch",):
-        for f in ev.probes.get("_findings", []):
-            if f.code == code:
-                return f
+def _affine(ev) -> dict | None:
+    """The evaluation probe's per-channel map from the evaluation inputs to the training ones."""
+    for r in (ev.probes.get("evaluation") or {}).get("datasets", []):
+        affine = (r.get("comparison") or {}).get("affine")
+        if affine:
+            return affine
     return None
 
 
@@ -43,8 +44,7 @@ def _mismatch(ev):
           summary="the training preprocessing applied at evaluation",
           reproduces={"retrain": False, "target": "evaluation"})
 def evaluation_preprocessing(trial: Trial, finding, ev) -> Trial:
-    source = finding if finding.code == "preprocessing-mismatch" else _mismatch(ev)
-    affine = (source.evidence.get("affine_to_training") if source is not None else None)
+    affine = finding.evidence.get("affine_to_training") or _affine(ev)
     if not affine or not ev.evaluation or trial.x_target is None or trial.target != "evaluation":
         raise CannotApply("no preprocessing difference between training and evaluation "
                           "inputs was measured")
