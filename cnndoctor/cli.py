@@ -290,6 +290,10 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import InputError
 
     try:
+        if getattr(args, "executor", None):  # a missing Ray is said before anything runs
+            from .executor import validate
+
+            validate(args.executor)
         return int(args.func(args) or 0)
     except (_Exit, InputError) as exc:
         print(f"cnndoctor: error: {exc}", file=sys.stderr)

@@ -98,9 +98,14 @@ def _first_line(exc: BaseException) -> str:
 def _run_payload(payload: bytes) -> tuple:
     """In a worker: rebuild the job, run it. ("ok", result) | ("unpickle"|"error", ...)."""
     import pickle
+    import warnings
 
     try:
-        fn, args, kwargs = pickle.loads(payload)
+        with warnings.catch_warnings():
+            # Keras rebuilds a compiled model with a fresh optimizer and says it skipped the old
+            # optimizer's variables: jobs re-create the optimizer anyway (runtime.fit).
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            fn, args, kwargs = pickle.loads(payload)
     except Exception as exc:
         return ("unpickle", f"{type(exc).__name__}: {_first_line(exc)}")
     try:
@@ -283,7 +288,11 @@ class RayExecutor(Executor):
             if os.environ.get("RAY_ADDRESS"):
                 ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
             else:
-                ray.init(num_cpus=os.cpu_count(), log_to_driver=False, include_dashboard=False)
+                # a local instance: its workers see this process's import path, as spawned
+                # workers do (on a cluster, ship code with runtime_env working_dir/py_modules)
+                ray.init(num_cpus=os.cpu_count(), log_to_driver=False, include_dashboard=False,
+                         runtime_env={"env_vars": {
+                             "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}})
         if self._remote is None:
             self._remote = ray.remote(num_cpus=1)(_ray_task)
         return self._remote
