@@ -205,11 +205,18 @@ class LocalExecutor(Executor):
         for f in futures:
             f.result()
 
-    def shutdown(self) -> None:
+    def shutdown(self, kill: bool = False) -> None:
+        """Stop the workers; ``kill``: without waiting for the jobs they are running."""
         with self._lock:
             pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        if pool is None:
+            return
+        if kill:
+            # the pool has no public way to stop running jobs before Python 3.14
+            for process in list(getattr(pool, "_processes", {}).values()):
+                with contextlib.suppress(Exception):
+                    process.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
 
     def run(self, jobs, *, workers=None, progress=None):
         from concurrent.futures import FIRST_COMPLETED, wait
@@ -250,9 +257,12 @@ class LocalExecutor(Executor):
             raise RuntimeError("a local worker process died while running jobs (out of memory "
                                "or a crash); run again with executor='inprocess' to see "
                                "why") from None
-        except BaseException:
+        except JobError:  # the caller gets the error now; jobs already running finish unseen
             for future in running:
                 future.cancel()
+            raise
+        except BaseException:  # Ctrl-C: stop the jobs that still run
+            self.shutdown(kill=True)
             raise
         for i in sorted(here):
             _say(progress, jobs[i], i, len(jobs), " (in this process)")
@@ -320,7 +330,11 @@ class RayExecutor(Executor):
             done, _ = ray.wait(list(running), num_returns=1)
             for ref in done:
                 i = running.pop(ref)
-                outcome = ray.get(ref)
+                try:
+                    outcome = ray.get(ref)
+                except Exception as exc:  # the task itself failed (worker lost, no cnndoctor)
+                    raise JobError(jobs[i].label, type(exc).__name__, _first_line(exc),
+                                   str(exc)) from None
                 if outcome[0] == "unpickle":
                     here.append(i)
                     notes.append(_here_note(jobs[i], i, outcome[1]))

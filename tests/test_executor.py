@@ -211,7 +211,7 @@ def test_model_class_from_a_user_main_script_travels_by_value(tmp_path):
         jobs = [Job(seed_run, (UserNet(), x, y, x, y),
                     dict(seed=s, loss=None, optimizer=None, epochs=2, batch_size=16, steps=12,
                          max_seconds=600.0, num_classes=10)) for s in (0, 1)]
-        local = run_jobs(jobs, "local")
+        local = run_jobs(jobs, "local", workers=1)  # one worker is enough to prove it
         print("NOTES", get_last_notes())
         print("SAME", local == run_jobs(jobs, "inprocess"), local[0] != local[1])
     """))
