@@ -21,7 +21,7 @@ EXAMPLE_BATCH = 2
 def diagnose(model: Any, train: Any = None, val: Any = None, *, loss: Any = None,
              optimizer: Any = None, batch_size: int | None = None, epochs: int | None = None,
              evaluate: Any = None, reference: Any = None, budget: str = "standard",
-             seed: int = 0, verify: bool = False,
+             seed: int = 0, verify: bool = False, executor: str = "auto",
              progress: Callable[[str], None] | None = None, captured: dict | None = None,
              title: str = "") -> Report:
     """Find out why ``model`` fails to train or generalize.
@@ -37,8 +37,14 @@ def diagnose(model: Any, train: Any = None, val: Any = None, *, loss: Any = None
     reference: ``(x, y)`` or ``x``: real-world samples the model should handle.
     budget: "quick", "standard" or "thorough": how much training the probes may do.
     verify: retrain with the suggested fixes to show that they work.
+    executor: where the many short trainings (seeds, fixes) run: "auto" (default: worker
+        processes when there is more than one job), "inprocess", "local" or "ray" (a Ray
+        cluster from RAY_ADDRESS, else a local one; needs ``pip install 'cnndoctor[ray]'``).
     progress: True to print what the probes are doing on stderr, or a function given each line.
     """
+    from .executor import validate as _validate_executor
+
+    executor = _validate_executor(executor)
     if budget not in BUDGETS:
         raise InputError(f"unknown budget {budget!r}: expected one of {', '.join(BUDGETS)}.")
     if progress is True:
@@ -94,7 +100,8 @@ def diagnose(model: Any, train: Any = None, val: Any = None, *, loss: Any = None
         found = problems(ev)
         if found:
             raise InputError("invalid-values: " + "; ".join(found))
-    ctx = ProbeContext(budget=budget, seed=seed, verify=verify, progress=progress)
+    ctx = ProbeContext(budget=budget, seed=seed, verify=verify, progress=progress,
+                       executor=executor)
     t0 = time.perf_counter()
     run_probes(ev, ctx)
     timings.update(ctx.timings)

@@ -73,6 +73,7 @@ def cmd_demo(args) -> int:
         setup = case.build(args.seed)
         report = diagnose(setup.model, **setup.diagnose_kwargs(), budget=args.budget,
                           seed=args.seed, verify=getattr(args, "verify", False), progress=say,
+                          executor=args.executor,
                           title=f"case {case.id}")
         print()
         print(report.render(color=color, verbose=args.verbose))
@@ -183,6 +184,7 @@ def cmd_check(args) -> int:
                       evaluate=_load_pair(args.evaluate, "evaluation data"),
                       reference=_load_pair(args.reference, "reference data"),
                       batch_size=args.batch_size, budget=args.budget, seed=args.seed,
+                      executor=args.executor,
                       verify=args.verify, progress=_progress(args.quiet),
                       title=os.path.basename(args.model))
     print(report.render(color=sys.stdout.isatty() and not os.environ.get("NO_COLOR"),
@@ -227,6 +229,10 @@ def _common(p):
     p.add_argument("--verify", action="store_true",
                    help="apply each suggested fix to a copy, retrain it over seeds and report "
                         "whether it helps (slower)")
+    p.add_argument("--executor", choices=("auto", "inprocess", "local", "ray"), default="auto",
+                   help="where the short trainings run: auto (default: worker processes, one "
+                        "per core), inprocess, local, or ray (RAY_ADDRESS or a local Ray; "
+                        "pip install 'cnndoctor[ray]')")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -284,6 +290,10 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import InputError
 
     try:
+        if getattr(args, "executor", None):  # a missing Ray is said before anything runs
+            from .executor import validate
+
+            validate(args.executor)
         return int(args.func(args) or 0)
     except (_Exit, InputError) as exc:
         print(f"cnndoctor: error: {exc}", file=sys.stderr)

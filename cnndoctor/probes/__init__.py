@@ -31,6 +31,8 @@ class ProbeContext:
     budget: str = "standard"
     seed: int = 0
     verify: bool = False  # retrain with the fixes to verify them (slow)
+    #: where many short trainings run: "auto", "inprocess", "local" or "ray" (cnndoctor.executor)
+    executor: str = "auto"
     progress: Callable[[str], None] | None = None  # called with a short line of what runs now
     timings: dict[str, float] = field(default_factory=dict)
 

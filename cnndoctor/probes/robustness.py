@@ -30,6 +30,7 @@ import numpy as np
 from scipy import ndimage
 
 from . import BUDGETS, register
+from ..executor import Job, get_last_notes, run_jobs
 from ..augment import (INK_FRACTION, INK_QUANTILE, MIN_CONTRAST, PERTURBATIONS, Augment,
                        Normalize, _border_stats, apply, applicable, from_unit, layout_of, to_unit,
                        value_range)
@@ -668,13 +669,11 @@ def _mean_spread(values) -> dict:
 
 
 def verify_fix(ev, plan: dict[str, float], normalize_steps=None, *, seeds=None, epochs=None,
-               max_train=VERIFY_MAX_TRAIN, progress=None) -> dict:
+               max_train=VERIFY_MAX_TRAIN, progress=None, executor="auto") -> dict:
     """Retrain fresh copies of ``ev.model`` as the user did ("before") and with the fix ("after":
     training and real images normalized by ``normalize_steps``, training batches augmented by
     ``plan``); accuracy on the reference samples (unlabelled: on validation images perturbed like
     the reference) and on validation, per seed, with mean and spread."""
-    from .. import runtime
-
     train = ev.train
     vr = value_range(train.images)
     layout = layout_of(train)
@@ -704,29 +703,27 @@ def verify_fix(ev, plan: dict[str, float], normalize_steps=None, *, seeds=None, 
     fixed_train, fixed_ref, fixed_val = prep(x_train), prep(xr), prep(xv)
     epochs = int(min(VERIFY_MAX_EPOCHS, epochs or getattr(ev, "epochs", None) or VERIFY_EPOCHS))
     seeds = list(seeds) if seeds is not None else list(range(VERIFY_SEEDS))
-    runs = []
     start = time.perf_counter()
+    torch_setup = ev.framework == "torch"
+    common = {"loss": ev.loss if torch_setup else None,
+              "optimizer": ev.optimizer if torch_setup else None, "epochs": epochs,
+              "batch_size": ev.batch_size or 32,
+              "output_activation": ev.graph.output_activation}
+    jobs = []
     for seed in seeds:
-        row = {"seed": seed}
         for label in ("before", "after"):
-            if progress:
-                progress(f"robustness: retraining seed {seed} "
-                         f"{'with' if label == 'after' else 'without'} the fix")
-            model = runtime.clone(ev.model, seed=seed, reinit=True)
-            torch_setup = ev.framework == "torch"
-            hist = runtime.fit(model, fixed_train if label == "after" else x_train, y_fit,
-                               loss=ev.loss if torch_setup else None,
-                               optimizer=ev.optimizer if torch_setup else None,
-                               epochs=epochs, batch_size=ev.batch_size or 32, seed=seed,
-                               augment=augment if label == "after" else None)
-            xr_run, xv_run = (fixed_ref, fixed_val) if label == "after" else (xr, xv)
-            row[label] = {
-                "target_accuracy": _accuracy(runtime.output_probabilities(
-                    runtime.predict(model, xr_run), ev.graph.output_activation), yr),
-                "validation_accuracy": _accuracy(runtime.output_probabilities(
-                    runtime.predict(model, xv_run), ev.graph.output_activation), yv),
-                "stopped": hist.get("stopped")}
-        runs.append(row)
+            after = label == "after"
+            args = (ev.model, fixed_train if after else x_train, y_fit,
+                    fixed_ref if after else xr, fixed_val if after else xv, yr, yv)
+            jobs.append(Job(verify_run, args,
+                            {**common, "seed": seed, "augment": augment if after else None},
+                            label=f"robustness: retraining seed {seed} "
+                                  f"{'with' if after else 'without'} the fix"))
+    if progress:
+        progress(f"robustness: retraining {len(seeds)} seeds with and without the fix")
+    results = run_jobs(jobs, executor, progress=progress)
+    runs = [{"seed": seed, "before": results[2 * i], "after": results[2 * i + 1]}
+            for i, seed in enumerate(seeds)]
     before = _mean_spread(r["before"]["target_accuracy"] for r in runs)
     after = _mean_spread(r["after"]["target_accuracy"] for r in runs)
     return {
@@ -740,7 +737,27 @@ def verify_fix(ev, plan: dict[str, float], normalize_steps=None, *, seeds=None, 
         "gain": (after["mean"] - before["mean"]) if after["mean"] is not None else None,
         "runs": runs,
         "seconds": time.perf_counter() - start,
+        **({"executor_notes": get_last_notes()} if get_last_notes() else {}),
     }
+
+
+def verify_run(model, x_fit, y_fit, x_target, x_val, y_target, y_val, *, seed: int, loss,
+               optimizer, epochs: int, batch_size: int, augment, output_activation) -> dict:
+    """One retraining of the verification (an executor job): a fresh initialisation of
+    ``model`` from ``seed`` trained on ``x_fit`` (augmented by ``augment`` when given); its
+    accuracy on the target (reference) and validation images. Plain figures only."""
+    from .. import runtime
+
+    fresh = runtime.clone(model, seed=seed, reinit=True)
+    hist = runtime.fit(fresh, x_fit, y_fit, loss=loss, optimizer=optimizer, epochs=epochs,
+                       batch_size=batch_size, seed=seed, augment=augment)
+
+    def acc(x, y):
+        return _accuracy(runtime.output_probabilities(runtime.predict(fresh, x),
+                                                      output_activation), y)
+
+    return {"target_accuracy": acc(x_target, y_target), "validation_accuracy": acc(x_val, y_val),
+            "stopped": hist.get("stopped")}
 
 
 __all__ = ["image_properties", "compare_properties", "PROPERTIES", "match_reference",

@@ -26,6 +26,7 @@ import numpy as np
 from .. import graph as g
 from .. import runtime as rt
 from ..evidence import Evidence
+from ..executor import Job, get_last_notes, run_jobs
 from . import ProbeContext, register
 
 # ---------------------------------------------------------------------------------------------
@@ -819,34 +820,48 @@ def probe_seeds(ev: Evidence, ctx: ProbeContext) -> None:
     bs = _batch_size(ev, len(ytr))
     k = SEED_RUNS[ctx.budget]
     epochs, steps = _steps_plan(len(ytr), bs, SEED_STEPS[ctx.budget])
-    runs = []
     c = data["num_classes"]
-    for i in range(k):
-        ctx.say(f"multi-seed study: run {i + 1} of {k} ({steps} steps each)")
-        seed = _probe_seed(ctx, 100 + i)
-        try:
-            model = rt.clone(ev.model, seed=seed, reinit=True)
-        except NotImplementedError as exc:
-            ev.probes["seeds"] = {"skipped": str(exc)}
-            return
-        history = rt.fit(model, xtr, ytr, loss=ev.loss, optimizer=ev.optimizer, epochs=epochs,
-                         batch_size=bs, seed=seed, max_steps=steps,
-                         max_seconds=SEED_SECONDS[ctx.budget])
-        out = rt.predict(model, xv)
-        acc = rt.accuracy(out, yv)
-        pred = out.argmax(axis=1) if out.ndim == 2 and out.shape[1] > 1 else None
-        never = int(c - len(np.unique(pred))) if pred is not None else None
-        runs.append({"seed": seed, "val_acc": acc, "steps": history["steps"],
-                     "final_loss": history["epoch_loss"][-1] if history["epoch_loss"] else None,
-                     "classes_never_predicted": never, "stopped": history["stopped"],
-                     "nonfinite": history["stopped"] == "nonfinite"})
+    seeds = [_probe_seed(ctx, 100 + i) for i in range(k)]
+    settings = {"loss": ev.loss, "optimizer": ev.optimizer, "epochs": epochs, "batch_size": bs,
+                "steps": steps, "max_seconds": SEED_SECONDS[ctx.budget], "num_classes": c}
+    jobs = [Job(seed_run, (ev.model, xtr, ytr, xv, yv), {"seed": seed, **settings},
+                label=f"multi-seed study, seed {seed} ({steps} steps)") for seed in seeds]
+    ctx.say(f"multi-seed study: {k} runs of {steps} steps")
+    runs = run_jobs(jobs, getattr(ctx, "executor", "auto"), progress=ctx.say)
+    notes = get_last_notes()
+    skipped = next((r["skipped"] for r in runs if "skipped" in r), None)
+    if skipped:
+        ev.probes["seeds"] = {"skipped": skipped}
+        return
     accs = np.asarray([r["val_acc"] for r in runs if r["val_acc"] is not None], dtype=float)
     result = {"runs": runs, "k": int(len(accs)), "steps": steps, "val_samples": int(len(yv)),
               "note": data["note"]}
+    if notes:
+        result["executor_notes"] = notes
     result.update(spread_statistics(accs, len(yv)))
     ev.probes["seeds"] = result
     ev.figures["seeds"] = {"val_acc": accs.tolist(), "mean": result.get("mean"),
                            "std": result.get("std")}
+
+
+def seed_run(model, xtr, ytr, xv, yv, *, seed: int, loss, optimizer, epochs: int,
+             batch_size: int, steps: int, max_seconds: float, num_classes: int) -> dict:
+    """One run of the multi-seed study (an executor job): a fresh initialisation of ``model``
+    from ``seed``, trained with the user's loss and optimizer; plain figures only."""
+    try:
+        fresh = rt.clone(model, seed=seed, reinit=True)
+    except NotImplementedError as exc:
+        return {"seed": seed, "skipped": str(exc)}
+    history = rt.fit(fresh, xtr, ytr, loss=loss, optimizer=optimizer, epochs=epochs,
+                     batch_size=batch_size, seed=seed, max_steps=steps, max_seconds=max_seconds)
+    out = rt.predict(fresh, xv)
+    acc = rt.accuracy(out, yv)
+    pred = out.argmax(axis=1) if out.ndim == 2 and out.shape[1] > 1 else None
+    never = int(num_classes - len(np.unique(pred))) if pred is not None else None
+    return {"seed": seed, "val_acc": acc, "steps": history["steps"],
+            "final_loss": history["epoch_loss"][-1] if history["epoch_loss"] else None,
+            "classes_never_predicted": never, "stopped": history["stopped"],
+            "nonfinite": history["stopped"] == "nonfinite"}
 
 
 def spread_statistics(accs: np.ndarray, n_val: int) -> dict:

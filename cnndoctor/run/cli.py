@@ -29,6 +29,10 @@ def _options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verify", action="store_true",
                         help="apply each suggested fix to a copy, retrain it over seeds and "
                              "report whether it helps (slower)")
+    parser.add_argument("--executor", choices=("auto", "inprocess", "local", "ray"),
+                        default="auto", help="where the short trainings run: auto (default: "
+                        "worker processes), inprocess, local, or ray (pip install "
+                        "'cnndoctor[ray]')")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -69,8 +73,9 @@ def _split(args) -> argparse.Namespace:
         json=ns.json or getattr(args, "json", None),
         budget=ns.budget if ns.budget != "standard" else getattr(args, "budget", "standard"),
         seed=ns.seed if ns.seed else getattr(args, "seed", 0),
-        verbose=ns.verbose or getattr(args, "verbose", False),
-        verify=ns.verify or getattr(args, "verify", False))
+        executor=ns.executor if ns.executor != "auto" else getattr(args, "executor", "auto"),
+        verify=ns.verify or getattr(args, "verify", False),
+        verbose=ns.verbose or getattr(args, "verbose", False))
     if not out.scripts:
         raise UsageError("no script given: cnndoctor run SCRIPT [SCRIPT ...] [-- ARGS]")
     return out
@@ -94,6 +99,12 @@ def command(args) -> int:
     from .session import NothingToDiagnose, Session
     from .. import diagnose
     from ..errors import InputError
+    from ..executor import validate
+
+    try:
+        validate(opts.executor)  # before the scripts run: a missing Ray is known now
+    except InputError as exc:
+        return _fail(f"error: {exc}")
 
     session = Session()
     names = " ".join(os.path.basename(p) for p in opts.scripts)
@@ -108,7 +119,8 @@ def command(args) -> int:
     title = f"cnndoctor run {names}"
     try:
         report = diagnose(model, budget=opts.budget, seed=opts.seed, title=title,
-                          verify=getattr(opts, "verify", False), progress=_progress, **kwargs)
+                          verify=getattr(opts, "verify", False), progress=_progress,
+                          executor=opts.executor, **kwargs)
     except InputError as exc:
         return _fail(_with_error(f"the captured data could not be diagnosed: {exc}", session))
     except Exception as exc:  # a bug of ours: say so in one line, keep the details for a report
