@@ -77,6 +77,7 @@ class Session:
         self._keras = None
         self._torch = None
         self._compat = None
+        self._legacy = None
         self._keras_finder = None
 
     # ---- running -------------------------------------------------------------------------
@@ -179,10 +180,13 @@ class Session:
 
     # ---- instrumentation -----------------------------------------------------------------
     def install(self) -> None:
+        from .legacy import Legacy
         from .tfcompat import TFCompat
         from .torch_hooks import TorchInstrument
 
-        self._compat = TFCompat()
+        self._legacy = Legacy(self)
+        self._legacy.install_base()
+        self._compat = TFCompat(self._legacy)
         self._compat.install()
         self._torch = TorchInstrument(self)
         self._torch.install()
@@ -198,11 +202,13 @@ class Session:
         if self._keras is None:
             self._keras = KerasInstrument(self)
             self._keras.install()
+            if self._legacy is not None:  # on top of the instruments: old names reach them new
+                self._legacy.install_keras()
 
     def uninstall(self) -> None:
         if self._keras_finder is not None and self._keras_finder in sys.meta_path:
             sys.meta_path.remove(self._keras_finder)
-        for inst in (self._keras, self._torch, self._compat):
+        for inst in (self._legacy, self._keras, self._torch, self._compat):
             if inst is not None:
                 try:
                     inst.uninstall()
@@ -211,7 +217,10 @@ class Session:
         if self._compat is not None:
             self.notes += [f"older Keras code ran through an alias: {u}"
                            for u in self._compat.used]
+        if self._legacy is not None:
+            self.notes += self._legacy.notes
         self._keras = None
+        self._legacy = None
 
     def guard(self, fn):
         """Run an observation; a failure in it is noted, never raised into the user's script."""
