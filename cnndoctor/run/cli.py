@@ -90,6 +90,13 @@ def command(args) -> int:
         if not os.path.isfile(path):
             what = "is a directory" if os.path.isdir(path) else "does not exist"
             return _fail(f"cannot run {path}: the file {what}")
+    from .legacy.preflight import report_lines, unmappable
+    from .tfcompat import tensorflow_missing
+
+    problems = unmappable(opts.scripts, tensorflow_missing=tensorflow_missing())
+    if problems:
+        print(report_lines(problems), file=sys.stderr)
+        return 2
     from .session import NothingToDiagnose, Session
     from .. import diagnose
     from ..errors import InputError

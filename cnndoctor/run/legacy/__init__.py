@@ -4,7 +4,8 @@ Installed by a ``cnndoctor run`` session right after its other instruments and r
 scripts have run: plain ``python script.py`` never sees any of it. Each family lives in its own
 module (``keras_args``: layer and optimizer arguments; ``training``: fit/generator APIs;
 ``image``: ImageDataGenerator; ``saving``: HDF5 files; ``backend``: image data format;
-``tf_ops``: TensorFlow losses and ops; ``numpy_aliases``: np.int & co). Every mapping that a
+``tf_ops``: TensorFlow losses and ops; ``modules``: Keras 2 module paths;
+``numpy_aliases``: np.int & co). Every mapping that a
 script actually used is recorded as a note with the script's file and line, so that the report
 also tells the user how to port the script:
 
@@ -34,9 +35,9 @@ class Legacy(Patches):
 
     def install_keras(self) -> None:
         """The Keras families (called once keras is imported)."""
-        from . import backend, image, keras_args, saving, training
+        from . import backend, image, keras_args, modules, saving, training
 
-        for family in (keras_args, training, image, saving, backend):
+        for family in (keras_args, training, image, saving, backend, modules):
             family.install(self)
 
     def install_base(self) -> None:
