@@ -108,7 +108,15 @@ def command(args) -> int:
     try:
         kwargs = session.diagnose_kwargs()
     except NothingToDiagnose as exc:
-        return _fail(_with_error(str(exc), session))
+        observed = session.observed_loss_report()  # a script that trained is never exit 2
+        if observed is None:
+            return _fail(_with_error(str(exc), session))
+        print(f"cnndoctor: {exc}; judged from the losses the script computed", file=sys.stderr)
+        observed.notes.extend(_session_notes(session))
+        print(_render(observed, opts.verbose))
+        if opts.json:
+            observed.to_json(opts.json)
+        return observed.exit_code
     print("cnndoctor: diagnosing what the scripts did", file=sys.stderr, flush=True)
     model = kwargs.pop("model")
     title = f"cnndoctor run {names}"

@@ -31,6 +31,8 @@ class ModelRecord:
     loss: Any = None  # the loss module or function applied to the outputs in training
     loss_name: str | None = None
     optimizer: Any = None
+    observed_losses: list[float] = field(default_factory=list)  # the values backward() ran on
+    hand_loss: dict | None = None  # a hand-written loss: what it expects, its ops, its reduction
     steps: int = 0  # optimizer steps (torch) / training batches (keras)
     zero_grad_calls: int = 0
     grad_checks: int = 0  # optimizer steps after which the next backward was inspected

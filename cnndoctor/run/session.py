@@ -459,6 +459,25 @@ class Session:
         kwargs["model"] = model
         return kwargs
 
+    def observed_loss_report(self):
+        """A report judged only from the losses backward() was called on (torch), for a script
+        that trained but whose labels or loss could not be read; None when there is nothing."""
+        from .handwritten_loss import judge_observed
+        from ..report import Report, Skipped
+        from ..ranking import rank
+
+        rec = next((r for r in reversed(self.records) if r.framework == "torch" and r.trained
+                    and r.observed_losses), None)
+        if rec is None:
+            return None
+        found = judge_observed(rec.observed_losses, rec.loss_name)
+        skipped = [Skipped("*", self._no_labels_reason(rec) + ": only the observed losses "
+                                "were judged")]
+        return Report(framework="torch", findings=rank([found]) if found else [], passed=[],
+                      skipped=skipped, title=f"cnndoctor run {rec.script}",
+                      notes=[f"{len(rec.observed_losses)} losses observed: first "
+                             f"{rec.observed_losses[0]:.4g}, last {rec.observed_losses[-1]:.4g}"])
+
     def _no_labels_reason(self, rec: ModelRecord) -> str:
         if rec.framework == "torch":
             return ("the training batches were seen, but not their labels: no loss module or "
