@@ -47,6 +47,13 @@ class _Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return None
 
 
+def _ours(module) -> bool:
+    try:
+        return bool(vars(module).get(FLAG, False))
+    except TypeError:
+        return False
+
+
 def install(legacy) -> None:
     finder = _Finder(legacy)
     sys.meta_path.insert(0, finder)
@@ -54,11 +61,12 @@ def install(legacy) -> None:
     def cleanup():
         if finder in sys.meta_path:
             sys.meta_path.remove(finder)
-        for name in [n for n, m in sys.modules.items() if getattr(m, FLAG, False)]:
+        # vars(), not getattr(): modules such as torch.ops answer any attribute name.
+        for name in [n for n, m in list(sys.modules.items()) if _ours(m)]:
             del sys.modules[name]
             parent, _, child = name.rpartition(".")
             owner = sys.modules.get(parent)
-            if owner is not None and getattr(getattr(owner, child, None), FLAG, False):
+            if owner is not None and _ours(vars(owner).get(child)):
                 delattr(owner, child)
 
     legacy.cleanups.append(cleanup)
