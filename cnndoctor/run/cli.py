@@ -108,15 +108,7 @@ def command(args) -> int:
     try:
         kwargs = session.diagnose_kwargs()
     except NothingToDiagnose as exc:
-        observed = session.observed_loss_report()  # a script that trained is never exit 2
-        if observed is None:
-            return _fail(_with_error(str(exc), session))
-        print(f"cnndoctor: {exc}; judged from the losses the script computed", file=sys.stderr)
-        observed.notes.extend(_session_notes(session))
-        print(_render(observed, opts.verbose))
-        if opts.json:
-            observed.to_json(opts.json)
-        return observed.exit_code
+        return _observed_or_fail(str(exc), session, opts)
     print("cnndoctor: diagnosing what the scripts did", file=sys.stderr, flush=True)
     model = kwargs.pop("model")
     title = f"cnndoctor run {names}"
@@ -124,7 +116,8 @@ def command(args) -> int:
         report = diagnose(model, budget=opts.budget, seed=opts.seed, title=title,
                           verify=getattr(opts, "verify", False), progress=_progress, **kwargs)
     except InputError as exc:
-        return _fail(_with_error(f"the captured data could not be diagnosed: {exc}", session))
+        return _observed_or_fail(f"the captured data could not be diagnosed: {exc}", session,
+                                 opts)
     except Exception as exc:  # a bug of ours: say so in one line, keep the details for a report
         import traceback
 
@@ -141,6 +134,22 @@ def command(args) -> int:
         except OSError as exc:
             return _fail(f"could not write {opts.json}: {exc.strerror or exc}")
     return report.exit_code
+
+
+def _observed_or_fail(reason: str, session, opts) -> int:
+    """A torch script that trained is judged from the losses it computed (never exit 2)."""
+    observed = session.observed_loss_report()
+    if observed is None:
+        return _fail(_with_error(reason, session))
+    print(f"cnndoctor: {reason}; judged from the losses the script computed", file=sys.stderr)
+    observed.notes.extend(_session_notes(session))
+    print(_render(observed, opts.verbose))
+    if opts.json:
+        try:
+            observed.to_json(opts.json)
+        except OSError as exc:
+            return _fail(f"could not write {opts.json}: {exc.strerror or exc}")
+    return observed.exit_code
 
 
 def _with_error(reason: str, session) -> str:

@@ -230,11 +230,12 @@ class TorchInstrument(Patches):
                 rec.loss = hw.equivalent_loss(kind, how)
                 rec.loss_name = (f"hand-written loss ({' -> '.join(ops) or '?'} of the output, "
                                  f"reduced by {how}): expects {kind}")
+                used = (type(rec.loss).__name__ if kind == hw.EXPECTS_LOGITS
+                        else "the same formula")
                 self.session.notes.append(
                     f"the loss is written out by hand ({' -> '.join(ops)} applied to the "
-                    f"model's output, then {how}): it expects {kind}; the probes use "
-                    f"{type(rec.loss).__name__ if kind == hw.EXPECTS_LOGITS else 'the same formula'}"
-                    f" with reduction={how!r}")
+                    f"model's output, then {how}): it expects {kind}; the probes use {used} "
+                    f"with reduction={how!r}")
 
     # ---- optimizers and gradient resets --------------------------------------------------
     def _record_for_optimizer(self, opt) -> ModelRecord | None:
