@@ -23,7 +23,7 @@ def cnndoctor(*args, out_dir, cwd=None, timeout=600):
     """Run `cnndoctor ARGS` as a user would; (returncode, stdout, stderr, JSON report or None)."""
     report = os.path.join(out_dir, f"report-{len(os.listdir(out_dir))}.json")
     env = dict(os.environ, CNNDOCTOR_EXAMPLES_OUT=str(out_dir))
-    env.pop("PYTHONPATH", None)
+    env["PYTHONPATH"] = ROOT  # this checkout's code (an editable install may point elsewhere)
     env.setdefault("OMP_NUM_THREADS", "1")  # small models: threads only add contention
     cmd = [sys.executable, "-m", "cnndoctor", "run", "--budget", "quick", "--json", report, *args]
     proc = subprocess.run(cmd, cwd=cwd or out_dir, env=env, capture_output=True, text=True,

@@ -96,6 +96,13 @@ def command(args) -> int:
         if not os.path.isfile(path):
             what = "is a directory" if os.path.isdir(path) else "does not exist"
             return _fail(f"cannot run {path}: the file {what}")
+    from .legacy.preflight import report_lines, unmappable
+    from .tfcompat import tensorflow_missing
+
+    problems = unmappable(opts.scripts, tensorflow_missing=tensorflow_missing())
+    if problems:
+        print(report_lines(problems), file=sys.stderr)
+        return 2
     from .session import NothingToDiagnose, Session
     from .. import diagnose
     from ..errors import InputError
@@ -113,7 +120,7 @@ def command(args) -> int:
     try:
         kwargs = session.diagnose_kwargs()
     except NothingToDiagnose as exc:
-        return _fail(_with_error(str(exc), session))
+        return _observed_or_fail(str(exc), session, opts)
     print("cnndoctor: diagnosing what the scripts did", file=sys.stderr, flush=True)
     model = kwargs.pop("model")
     title = f"cnndoctor run {names}"
@@ -122,7 +129,8 @@ def command(args) -> int:
                           verify=getattr(opts, "verify", False), progress=_progress,
                           executor=opts.executor, **kwargs)
     except InputError as exc:
-        return _fail(_with_error(f"the captured data could not be diagnosed: {exc}", session))
+        return _observed_or_fail(f"the captured data could not be diagnosed: {exc}", session,
+                                 opts)
     except Exception as exc:  # a bug of ours: say so in one line, keep the details for a report
         import traceback
 
@@ -139,6 +147,22 @@ def command(args) -> int:
         except OSError as exc:
             return _fail(f"could not write {opts.json}: {exc.strerror or exc}")
     return report.exit_code
+
+
+def _observed_or_fail(reason: str, session, opts) -> int:
+    """A torch script that trained is judged from the losses it computed (never exit 2)."""
+    observed = session.observed_loss_report()
+    if observed is None:
+        return _fail(_with_error(reason, session))
+    print(f"cnndoctor: {reason}; judged from the losses the script computed", file=sys.stderr)
+    observed.notes.extend(_session_notes(session))
+    print(_render(observed, opts.verbose))
+    if opts.json:
+        try:
+            observed.to_json(opts.json)
+        except OSError as exc:
+            return _fail(f"could not write {opts.json}: {exc.strerror or exc}")
+    return observed.exit_code
 
 
 def _with_error(reason: str, session) -> str:

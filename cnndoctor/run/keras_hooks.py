@@ -160,6 +160,7 @@ class KerasInstrument(Patches):
 
     def _eval_started(self, model, orig, args, kwargs) -> dict:
         rec = self.session.keras_record(model)
+        rec.new_call(EVALUATION)
         bound = _bind(orig, model, args, kwargs)
         x = to_numpy(bound.get("x"))
         self.session.stream(rec, EVALUATION).begin(
@@ -177,6 +178,7 @@ class KerasInstrument(Patches):
 
             def started():
                 rec = inst.session.keras_record(self_)
+                rec.new_call(PREDICTION)
                 x = to_numpy(args[0] if args else kwargs.get("x"))
                 inst.session.stream(rec, PREDICTION).begin(
                     len(x) if x is not None and x.ndim >= 1 else None, spread=True)

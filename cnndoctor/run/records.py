@@ -31,6 +31,8 @@ class ModelRecord:
     loss: Any = None  # the loss module or function applied to the outputs in training
     loss_name: str | None = None
     optimizer: Any = None
+    observed_losses: list[float] = field(default_factory=list)  # the values backward() ran on
+    hand_loss: dict | None = None  # a hand-written loss: what it expects, its ops, its reduction
     steps: int = 0  # optimizer steps (torch) / training batches (keras)
     zero_grad_calls: int = 0
     grad_checks: int = 0  # optimizer steps after which the next backward was inspected
@@ -46,13 +48,26 @@ class ModelRecord:
     sidecar: dict | None = None  # training captures read from beside the loaded file
     sidecar_note: str | None = None
 
+    # Keras evaluate()/predict() calls so far, per phase: each call is its own stream (its own
+    # dataset, read with the weights of the moment it ran).
+    calls: dict = field(default_factory=dict)
+
     def stream(self, phase: str, script: str, source: str) -> Stream:
-        key = f"{phase}@{script}"
+        call = self.calls.get(phase)
+        key = f"{phase}@{script}" if call is None else f"{phase}#{call}@{script}"
         s = self.streams.get(key)
         if s is None:
+            if call is not None:
+                source = f"{source} (call {call})"
             s = Stream(phase=phase, source=source, layout=self.layout)
+            s.notes["steps_before"] = self.steps  # training steps done when it ran
             self.streams[key] = s
         return s
+
+    def new_call(self, phase: str) -> int:
+        """A new evaluate()/predict() call begins: its batches go to a stream of their own."""
+        self.calls[phase] = self.calls.get(phase, 0) + 1
+        return self.calls[phase]
 
     def streams_of(self, *phases: str) -> list[Stream]:
         return [s for s in self.streams.values() if s.phase in phases and s.batches]

@@ -77,6 +77,7 @@ class Session:
         self._keras = None
         self._torch = None
         self._compat = None
+        self._legacy = None
         self._keras_finder = None
 
     # ---- running -------------------------------------------------------------------------
@@ -179,10 +180,13 @@ class Session:
 
     # ---- instrumentation -----------------------------------------------------------------
     def install(self) -> None:
+        from .legacy import Legacy
         from .tfcompat import TFCompat
         from .torch_hooks import TorchInstrument
 
-        self._compat = TFCompat()
+        self._legacy = Legacy(self)
+        self._legacy.install_base()
+        self._compat = TFCompat(self._legacy)
         self._compat.install()
         self._torch = TorchInstrument(self)
         self._torch.install()
@@ -198,11 +202,13 @@ class Session:
         if self._keras is None:
             self._keras = KerasInstrument(self)
             self._keras.install()
+            if self._legacy is not None:  # on top of the instruments: old names reach them new
+                self._legacy.install_keras()
 
     def uninstall(self) -> None:
         if self._keras_finder is not None and self._keras_finder in sys.meta_path:
             sys.meta_path.remove(self._keras_finder)
-        for inst in (self._keras, self._torch, self._compat):
+        for inst in (self._legacy, self._keras, self._torch, self._compat):
             if inst is not None:
                 try:
                     inst.uninstall()
@@ -211,7 +217,10 @@ class Session:
         if self._compat is not None:
             self.notes += [f"older Keras code ran through an alias: {u}"
                            for u in self._compat.used]
+        if self._legacy is not None:
+            self.notes += self._legacy.notes
         self._keras = None
+        self._legacy = None
 
     def guard(self, fn):
         """Run an observation; a failure in it is noted, never raised into the user's script."""
@@ -333,11 +342,14 @@ class Session:
         for rec in self.records:
             if not rec.trained or rec.source is not None:
                 continue
-            evals = [(rec, s) for s in rec.streams_of(*EVAL_PHASES)]
+            evals, monitoring = [], []
+            for s in rec.streams_of(*EVAL_PHASES):
+                (monitoring if _ran_before_training_ended(rec, s) else evals).append((rec, s))
             for other in self.records:
                 if other.source is rec:
                     evals += [(other, s) for s in other.streams_of(*EVAL_PHASES)]
-            out.append({"trained": rec, "model": rec.model, "evals": evals, "sidecar": None})
+            out.append({"trained": rec, "model": rec.model, "evals": evals, "sidecar": None,
+                        "monitoring": monitoring})
         for rec in self.records:
             if rec.loaded_from and rec.source is None and rec.sidecar is not None \
                     and not rec.trained:
@@ -414,7 +426,19 @@ class Session:
             kwargs["epochs"] = fit.get("epochs")
             if framework == "torch":
                 kwargs["loss"] = _torch_loss_from_name(sc.get("loss"))
-        evaluation = self._pick_evaluation(g["evals"], trained)
+        evals = g["evals"]
+        for rec, s in g.get("monitoring", []):
+            self.notes.append(
+                f"{s.source} ran after {s.notes.get('steps_before', 0)} of {rec.steps} training "
+                f"steps: read as monitoring with the weights of that moment, not compared with "
+                f"the trained model")
+        shifted = _shifted_evaluation(evals, trained, kwargs.get("val"))
+        if shifted is not None:
+            (rec, s), why = shifted
+            kwargs["reference"] = (s.x, s.y)
+            self.notes.append(f"{s.source}: {why}; diagnosed as real-world reference samples")
+            evals = [e for e in evals if e[1] is not s]
+        evaluation = self._pick_evaluation(evals, trained)
         if evaluation is not None:
             rec, s = evaluation
             kwargs["evaluate"] = (s.x, s.y) if s.labelled else s.x
@@ -434,6 +458,25 @@ class Session:
         kwargs["captured"] = captured
         kwargs["model"] = model
         return kwargs
+
+    def observed_loss_report(self):
+        """A report judged only from the losses backward() was called on (torch), for a script
+        that trained but whose labels or loss could not be read; None when there is nothing."""
+        from .handwritten_loss import judge_observed
+        from ..report import Report, Skipped
+        from ..ranking import rank
+
+        rec = next((r for r in reversed(self.records) if r.framework == "torch" and r.trained
+                    and r.observed_losses), None)
+        if rec is None:
+            return None
+        found = judge_observed(rec.observed_losses, rec.loss_name)
+        skipped = [Skipped("*", self._no_labels_reason(rec) + ": only the observed losses "
+                                "were judged")]
+        return Report(framework="torch", findings=rank([found]) if found else [], passed=[],
+                      skipped=skipped, title=f"cnndoctor run {rec.script}",
+                      notes=[f"{len(rec.observed_losses)} losses observed: first "
+                             f"{rec.observed_losses[0]:.4g}, last {rec.observed_losses[-1]:.4g}"])
 
     def _no_labels_reason(self, rec: ModelRecord) -> str:
         if rec.framework == "torch":
@@ -502,6 +545,82 @@ class Session:
             "norm_modules": norm,
             "modules": len(mods),
         }
+
+
+def _ran_before_training_ended(rec: ModelRecord, s) -> bool:
+    """An evaluate/predict call of a model that was trained further after it: it ran with other
+    weights than the model that is diagnosed (step-0 checks, per-epoch monitoring)."""
+    before = s.notes.get("steps_before")
+    return rec.trained and before is not None and before < rec.steps
+
+
+# A labelled evaluation set this many points of accuracy below the model's best labelled set
+# (validation) is "far below". The case-5 report: 98% vs 76% (22 points); on 50 photos the
+# binomial standard error of 76% is 6 points, so 15 points is 2.5 standard errors, well above the
+# noise of such small sets.
+SHIFT_ACCURACY_GAP = 0.15
+# ... and it is a domain shift (not a pipeline bug, which preprocessing-mismatch judges) only when
+# its value range is of the training range's scale: within this factor either way. A factor of
+# 255 is the /255 forgotten; photos on gray paper still range 0..1.
+SHIFT_RANGE_FACTOR = 3.0
+# Image properties compared with training: a mean or standard deviation that moved by this share
+# of the training standard deviation (or ratio) is "different". A quarter of a standard deviation
+# is what a gray background instead of black paper moves easily; noise between two random splits
+# of one dataset is a few hundredths.
+SHIFT_PROPERTY_DELTA = 0.25
+
+
+def _accuracy(s) -> float | None:
+    out, y = s.outputs, s.y
+    if out is None or y is None or len(out) != len(y) or np.ndim(out) != 2:
+        return None
+    y = np.asarray(y)
+    labels = y.argmax(-1) if y.ndim == 2 and y.shape[1] == out.shape[1] else y.reshape(-1)
+    if out.shape[1] == 1:
+        pred = (np.asarray(out).reshape(-1) > 0.5).astype(int)
+    else:
+        pred = np.asarray(out).argmax(-1)
+    return float(np.mean(pred == labels.astype(int)))
+
+
+def _properties(x) -> dict:
+    x = np.asarray(x, dtype=np.float64)
+    return {"mean": float(x.mean()), "std": float(x.std()), "min": float(x.min()),
+            "max": float(x.max())}
+
+
+def _shifted_evaluation(evals, trained, val):
+    """The evaluation set that scores far below the best one and whose images differ from the
+    training images: real-world samples (``reference=``), with a sentence saying why."""
+    scored = [(e, _accuracy(e[1])) for e in evals if e[1].labelled]
+    scored = [(e, a) for e, a in scored if a is not None]
+    if len(scored) < 2 or trained is None:
+        return None
+    train_x = trained.fit_arrays[0] if trained.fit_arrays else None
+    if train_x is None:
+        s = next(iter(trained.streams_of(TRAINING)), None)
+        train_x = s.x if s is not None else None
+    if train_x is None:
+        return None
+    best = max(a for _, a in scored)
+    worst_e, worst = min(scored, key=lambda t: t[1])
+    if best - worst < SHIFT_ACCURACY_GAP:
+        return None
+    t, r = _properties(train_x), _properties(worst_e[1].x)
+    t_range, r_range = t["max"] - t["min"], r["max"] - r["min"]
+    if t_range <= 0 or not (1 / SHIFT_RANGE_FACTOR <= r_range / t_range <= SHIFT_RANGE_FACTOR):
+        return None
+    moved = []
+    if abs(r["mean"] - t["mean"]) >= SHIFT_PROPERTY_DELTA * max(t["std"], 1e-8):
+        moved.append(f"mean {t['mean']:.2f} in training vs {r['mean']:.2f}")
+    if t["std"] > 0 and abs(np.log(max(r["std"], 1e-8) / t["std"])) >= np.log1p(
+            SHIFT_PROPERTY_DELTA):
+        moved.append(f"contrast (std) {t['std']:.2f} vs {r['std']:.2f}")
+    if not moved:
+        return None
+    why = (f"scored {worst:.0%} where the best evaluated set scored {best:.0%}, and its images "
+           f"differ from the training images ({'; '.join(moved)})")
+    return worst_e, why
 
 
 def _torch_loss_from_name(name: str | None):

@@ -48,7 +48,7 @@ def _unsupported(name: str) -> str:
             f"instead of tf.data), or install TensorFlow and set KERAS_BACKEND=torch.")
 
 
-def _make_tensorflow():
+def _make_tensorflow(legacy=None):
     import keras
 
     tf = types.ModuleType("tensorflow")
@@ -58,6 +58,15 @@ def _make_tensorflow():
     random = types.ModuleType("tensorflow.random")
     random.set_seed = keras.utils.set_random_seed
     tf.random = random
+    if legacy is not None:  # TensorFlow losses, activations and seeding, mapped with a note
+        from .legacy import tf_ops
+
+        random.set_seed = tf_ops.set_random_seed(legacy, "random.set_seed")
+        tf.set_random_seed = tf_ops.set_random_seed(legacy, "set_random_seed")
+        tf.nn = tf_ops.nn_module(legacy)
+        tf.losses = tf_ops.losses_module(legacy)
+        for sub in ("random", "nn", "losses"):
+            setattr(getattr(tf, sub), SHIM_FLAG, True)
 
     def __getattr__(name):
         if name.startswith("__"):
@@ -93,6 +102,9 @@ class _ShimFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def create_module(self, spec):
         if spec.name == "tensorflow":
             return self.compat.make_tensorflow()
+        if self.compat.legacy is not None:
+            self.compat.legacy.note("`keras.utils.np_utils` is Keras 1/2; ran as `keras.utils` "
+                                    "(to_categorical, normalize)", key="np_utils")
         return _np_utils()
 
     def exec_module(self, module):
@@ -115,7 +127,8 @@ def _from_library() -> bool:
 class TFCompat:
     """Install with ``install()`` before the scripts run; ``uninstall()`` puts everything back."""
 
-    def __init__(self):
+    def __init__(self, legacy=None):
+        self.legacy = legacy  # the session's legacy mappings (notes with lines), if any
         self.finder = _ShimFinder(self)
         self.tensorflow = tensorflow_missing()
         self.used: list[str] = []  # what was aliased, for the report's notes
@@ -135,7 +148,7 @@ class TFCompat:
             lazy._available = False
         except Exception:  # pragma: no cover - other Keras versions
             pass
-        tf = _make_tensorflow()
+        tf = _make_tensorflow(self.legacy)
         sys.modules["tensorflow"] = tf
         # `from tensorflow.keras.layers import Dense`: alias every public keras module.
         for name, mod in list(sys.modules.items()):
@@ -143,6 +156,9 @@ class TFCompat:
                     and isinstance(mod, types.ModuleType) and "._" not in name:
                 sys.modules["tensorflow." + name] = mod
         self.used.append("tensorflow → Keras 3 stand-in (tf.keras)")
+        for sub in ("random", "nn", "losses"):
+            if hasattr(tf, sub):
+                sys.modules["tensorflow." + sub] = getattr(tf, sub)
         del keras
         return tf
 
@@ -160,7 +176,8 @@ class TFCompat:
             utils = sys.modules.get("keras.utils")
             if utils is not None and getattr(getattr(utils, "np_utils", None), SHIM_FLAG, False):
                 delattr(utils, "np_utils")
-            self.used.append("keras.utils.np_utils → keras.utils.to_categorical")
+            if self.legacy is None:
+                self.used.append("keras.utils.np_utils → keras.utils.to_categorical")
         if self._pinned is not None:
             lazy, available, module = self._pinned
             lazy._available, lazy.module = available, module

@@ -67,6 +67,7 @@ class TorchInstrument(Patches):
                     self._wrap_zero_grad(torch.optim.Optimizer.zero_grad, optimizer=True))
         self._patch(torch.nn.Module, "zero_grad",
                     self._wrap_zero_grad(torch.nn.Module.zero_grad, optimizer=False))
+        self._patch(torch.Tensor, "backward", self._wrap_backward(torch.Tensor.backward))
         self._patch(torch, "save", self._wrap_save(torch.save))
         self._patch(torch, "load", self._wrap_load(torch.load))
         self._patch(torch.nn.Module, "load_state_dict",
@@ -191,6 +192,50 @@ class TorchInstrument(Patches):
         loss_fn.__doc__ = orig.__doc__
         loss_fn.__wrapped__ = orig
         return loss_fn
+
+    # ---- the tensor backward() is called on: the loss of the step -----------------------
+    def _wrap_backward(self, orig):
+        inst = self
+
+        def backward(self_, *args, **kwargs):
+            if inst.session.active and not inst.session.in_keras_step:
+                inst.session.guard(lambda: inst._backward(self_))
+            return orig(self_, *args, **kwargs)
+
+        backward.__wrapped__ = orig
+        backward.__doc__ = orig.__doc__
+        return backward
+
+    def _backward(self, loss) -> None:
+        from . import handwritten_loss as hw
+
+        rec, stream = self.last_rec, self.last_stream
+        if rec is None or stream is None or stream.phase != TRAINING or loss.ndim != 0 \
+                or loss.grad_fn is None:
+            return
+        if len(rec.observed_losses) < hw.MAX_OBSERVED:
+            rec.observed_losses.append(float(loss.detach()))
+        if rec.loss is not None and rec.hand_loss is None:  # a known loss gave the labels
+            return
+        out = self.last_out() if self.last_out is not None else None
+        if stream.ys and stream.ys[-1] is None and stream._last_rows is not None:
+            y = hw.labels(loss, stream.last_n, out)
+            if y is not None:
+                stream.set_last_labels(y)
+        if rec.hand_loss is None:
+            kind, ops = hw.expects(loss, out)
+            how = hw.reduction(loss, stream.last_n)
+            rec.hand_loss = {"expects": kind, "ops": ops, "reduction": how}
+            if kind is not None:
+                rec.loss = hw.equivalent_loss(kind, how)
+                rec.loss_name = (f"hand-written loss ({' -> '.join(ops) or '?'} of the output, "
+                                 f"reduced by {how}): expects {kind}")
+                used = (type(rec.loss).__name__ if kind == hw.EXPECTS_LOGITS
+                        else "the same formula")
+                self.session.notes.append(
+                    f"the loss is written out by hand ({' -> '.join(ops)} applied to the "
+                    f"model's output, then {how}): it expects {kind}; the probes use {used} "
+                    f"with reduction={how!r}")
 
     # ---- optimizers and gradient resets --------------------------------------------------
     def _record_for_optimizer(self, opt) -> ModelRecord | None:
