@@ -17,6 +17,13 @@ from . import normalization, sampling
 from .common import Sample, array_of, check_image, concat_batches, unpack
 
 
+#: A PyDataset is read for up to this many times the sample size, in batches spread evenly over
+#: it, then trimmed to the sample by class: batches hold neighbouring items, and in data stored
+#: in class order a sample of whole batches would miss classes (4x covers 10 classes sorted into
+#: batches of 20 with a 100-image sample: tests/test_pipelines.py).
+OVERREAD = 4
+
+
 def is_pydataset(obj: Any) -> bool:
     import sys
 
@@ -145,10 +152,16 @@ def read_pydataset(obj: Any, name: str, *, budget: str, seed: int, require_label
     if n_batches == 0:
         raise InputError(f"{what} has no batches: expected at least one.")
     n_max = sampling.sample_size(name, budget)
-    order = np.random.default_rng(seed).permutation(int(n_batches))
+    # Batches evenly spread over the whole dataset (a PyDataset in class order still covers
+    # every class), OVERREAD times more images than the sample, then trimmed by class.
+    first = obj[0]
+    bx0, _ = unpack(first, f"batch 0 of {what}", require_labels)
+    per_batch = max(1, len(array_of(bx0, f"batch 0 of {what}")))
+    want = int(min(n_batches, np.ceil(OVERREAD * n_max / per_batch)))
+    order = np.unique(np.linspace(0, int(n_batches) - 1, want).round().astype(int))
     xs, ys, got, batch_size = [], [], 0, None
     for b in order:
-        if got >= n_max:
+        if got >= OVERREAD * n_max:
             break
         try:
             item = obj[int(b)]
@@ -179,6 +192,6 @@ def read_pydataset(obj: Any, name: str, *, budget: str, seed: int, require_label
         x = x[:n_max]
     total = int(n_batches) * int(batch_size or 0) or None
     return Sample(x=x, y=y, source=kind, total_size=total, stratified=stratified,
-                  how=f"{len(xs)} of {n_batches} batches in an order drawn from seed {seed}"
+                  how=f"{len(xs)} of {n_batches} batches spread over the dataset"
                       + (", trimmed by class" if stratified else ""),
                   normalization=normalization.find(obj))

@@ -77,5 +77,7 @@ def describe(steps: list[dict]) -> str:
 
 
 def _short(values: list[float]) -> str:
+    if len(set(values)) == 1:
+        return f"{values[0]:.3g}"
     inner = ", ".join(f"{v:.3g}" for v in values)
     return f"({inner})" if len(values) > 1 else inner
