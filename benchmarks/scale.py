@@ -2,7 +2,7 @@
 
     python benchmarks/scale.py [--dir DIR] [--sizes 1000 10000 50000] [--budget quick]
 
-Writes 32x32 RGB PNGs in 10 class folders (a class-coloured square on noise: learnable) under
+Writes 32x32 RGB PNGs in 10 class folders (a bar whose orientation is the class, on noise: learnable, no colour shortcut) under
 DIR (default: a folder in the system temp dir, kept and reused by later runs, since writing 50,000
 files takes a while), a small Keras CNN that rescales its input, then runs
 ``cnndoctor check model.keras --train-dir DIR/N`` in a fresh subprocess per size and prints its
@@ -37,21 +37,30 @@ if rc.returncode == 2:
 
 
 def write_images(folder: str, n: int, seed: int = 0) -> None:
+    """n PNGs, class c: a bar at c x 18 degrees, of a random colour, at a random place, on noise.
+
+    Colour, brightness and contrast do not depend on the class (so no shortcut for the
+    spurious-correlation check to find); the orientation does.
+    """
     from PIL import Image
 
     done = os.path.join(folder, ".complete")
     if os.path.exists(done):
         return
     rng = np.random.default_rng(seed)
-    colours = rng.integers(60, 255, size=(CLASSES, 3))
     t = time.perf_counter()
+    yy, xx = np.mgrid[0:SIDE, 0:SIDE].astype(np.float32)
     for c in range(CLASSES):
         os.makedirs(os.path.join(folder, f"class_{c}"), exist_ok=True)
     for i in range(n):
         c = i % CLASSES
-        img = rng.integers(0, 120, size=(SIDE, SIDE, 3), dtype=np.uint8)
-        top, left = rng.integers(0, SIDE - 12, size=2)
-        img[top:top + 12, left:left + 12] = colours[c]
+        angle = np.deg2rad(c * 180 / CLASSES)
+        cy, cx = rng.uniform(10, SIDE - 10, size=2)
+        along = (xx - cx) * np.cos(angle) + (yy - cy) * np.sin(angle)
+        across = -(xx - cx) * np.sin(angle) + (yy - cy) * np.cos(angle)
+        bar = (np.abs(along) <= 9) & (np.abs(across) <= 1.5)
+        img = rng.integers(0, 110, size=(SIDE, SIDE, 3), dtype=np.uint8)
+        img[bar] = rng.integers(140, 256, size=3)
         Image.fromarray(img).save(os.path.join(folder, f"class_{c}", f"{i:06d}.png"),
                                   compress_level=1)
     open(done, "w").close()
@@ -68,7 +77,8 @@ def write_model(path: str) -> None:
     model = keras.Sequential([
         keras.Input((SIDE, SIDE, 3)), keras.layers.Rescaling(1 / 255),
         keras.layers.Conv2D(16, 3, activation="relu"), keras.layers.MaxPooling2D(),
-        keras.layers.Conv2D(32, 3, activation="relu"), keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Conv2D(32, 3, activation="relu"), keras.layers.MaxPooling2D(),
+        keras.layers.Flatten(),
         keras.layers.Dense(CLASSES, activation="softmax")])
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
     model.save(path)
@@ -86,7 +96,7 @@ def main() -> None:
     env = dict(os.environ, PYTHONPATH=ROOT, KERAS_BACKEND="torch")
     print(f"{'images':>8} {'wall s':>8} {'peak RSS MB':>12} {'exit':>5}")
     for n in args.sizes:
-        folder = os.path.join(args.dir, f"{n}")
+        folder = os.path.join(args.dir, f"bars-{n}")
         write_images(folder, n)
         cmd = [sys.executable, "-c", WRAPPER, sys.executable, "-m", "cnndoctor", "check", model,
                "--train-dir", folder, "--budget", args.budget, "-q"]
