@@ -48,11 +48,10 @@ def is_pipeline(source: Any) -> bool:
 def model_input(model: Any, framework: str) -> tuple[tuple[int, int] | None, int | None]:
     """The (height, width) and channels the model takes, where it says (None when not)."""
     if framework == "keras":
-        shape = None
         try:
             shape = tuple(model.inputs[0].shape)
-        except Exception:
-            shape = getattr(model, "_build_shapes_dict", None) and None
+        except Exception:  # subclassed models have no symbolic inputs
+            shape = None
         if shape is None:
             try:
                 shape = tuple(model.input_shape)

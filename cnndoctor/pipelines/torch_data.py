@@ -110,8 +110,7 @@ def read(obj: Any, name: str, *, budget: str, seed: int, require_labels: bool) -
     xs, ys = [], []
     for start in range(0, len(idx), READ_BATCH):
         items = [_item(ds, int(i), what) for i in idx[start:start + READ_BATCH]]
-        for j, it in enumerate(items[:1]):
-            unpack(it, f"{what}'s item {int(idx[start])}", require_labels)
+        unpack(items[0], f"{what}'s item {int(idx[start])}", require_labels)
         try:
             batch = collate(items)
         except Exception as exc:
