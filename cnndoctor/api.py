@@ -6,6 +6,7 @@ from typing import Any, Callable
 
 from . import _backend
 from .adapters import describe, framework_of
+from . import pipelines
 from .data import make_dataset
 from .errors import InputError
 from .evidence import Evidence
@@ -23,12 +24,15 @@ def diagnose(model: Any, train: Any = None, val: Any = None, *, loss: Any = None
              evaluate: Any = None, reference: Any = None, budget: str = "standard",
              seed: int = 0, verify: bool = False, executor: str = "auto",
              progress: Callable[[str], None] | None = None, captured: dict | None = None,
-             title: str = "") -> Report:
+             title: str = "", device: Any = None) -> Report:
     """Find out why ``model`` fails to train or generalize.
 
     model: a Keras 3 model or a ``torch.nn.Module`` (never modified: probes work on copies).
     train, val: ``(x, y)`` pairs of images and labels in the layout the model takes (labels as
-        integer classes or one-hot rows); ``val`` is optional.
+        integer classes or one-hot rows); ``val`` is optional. Or a data pipeline: a torch
+        ``Dataset``/``DataLoader`` (transforms included), a Keras ``PyDataset``, a generator or
+        iterable of ``(x, y)`` batches, or a folder path with one sub-folder per class; a
+        bounded sample of it is read (``cnndoctor/pipelines``).
     loss, optimizer: as used in training. Keras: taken from ``model.compile`` when omitted.
         PyTorch: the loss module or function (``nn.CrossEntropyLoss()``, ``F.cross_entropy``)
         and the optimizer over ``model.parameters()``.
@@ -41,6 +45,8 @@ def diagnose(model: Any, train: Any = None, val: Any = None, *, loss: Any = None
         processes when there is more than one job), "inprocess", "local" or "ray" (a Ray
         cluster from RAY_ADDRESS, else a local one; needs ``pip install 'cnndoctor[ray]'``).
     progress: True to print what the probes are doing on stderr, or a function given each line.
+    device: where a torch model is probed ("cuda", "cuda:1", "cpu"); default: the model's own
+        device. A model elsewhere is copied there (the user's model stays where it is).
     """
     from .executor import validate as _validate_executor
 
@@ -66,13 +72,21 @@ def diagnose(model: Any, train: Any = None, val: Any = None, *, loss: Any = None
         raise InputError("no training data: pass train=(x, y) with the images and labels the "
                          "model is trained on.")
 
-    train_ds = make_dataset("training", train, data_format, require_labels=True)
-    val_ds = make_dataset("validation", val, data_format, require_labels=True) \
-        if val is not None else None
+    model, device_note = _on_device(model, framework, device)
+
+    def read(name, source, require_labels=False, like=None):
+        ds = pipelines.load(name, source, model=model, framework=framework,
+                            data_format=data_format, budget=budget, seed=seed,
+                            require_labels=require_labels, like=like)
+        return ds if ds is not None else make_dataset(name, source, data_format,
+                                                      require_labels=require_labels)
+
+    train_ds = read("training", train, require_labels=True)
+    val_ds = read("validation", val, True, train_ds) if val is not None else None
     eval_list = []
     if evaluate is not None:
-        eval_list = [make_dataset("evaluation", evaluate, data_format)]
-    ref_ds = make_dataset("reference", reference, data_format) if reference is not None else None
+        eval_list = [read("evaluation", evaluate, like=train_ds)]
+    ref_ds = read("reference", reference, like=train_ds) if reference is not None else None
     for ds in (val_ds, *eval_list, ref_ds):
         if ds is not None and ds.images.shape[1:] != train_ds.images.shape[1:] \
                 and ds.layout == train_ds.layout:
@@ -130,6 +144,18 @@ def diagnose(model: Any, train: Any = None, val: Any = None, *, loss: Any = None
         timings["verification"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - start
     notes = list(graph.notes)
+    if device_note:
+        notes.append(device_note)
+    sources = [ds for ds in (train_ds, val_ds, *eval_list, ref_ds)
+               if ds is not None and ds.source is not None]
+    for ds in sources:
+        notes.append(pipelines.describe(ds))
+        notes.extend(ds.notes)
+    if sources:
+        ev.figures["data_sources"] = {
+            ds.name: {"source": ds.source, "total_size": ds.total_size,
+                      "sample_size": len(ds), "sampling": ds.sampling,
+                      "normalization": ds.normalization} for ds in sources}
     if _backend.BACKEND_NOTE and framework == "keras":
         notes.insert(0, _backend.BACKEND_NOTE)
     return Report(framework=framework, findings=rank(findings), passed=passed, skipped=skipped,
@@ -156,6 +182,33 @@ def _example(ds, data_format: str):
         return x[:EXAMPLE_BATCH].detach().float()
     arr = np.asarray(x[:EXAMPLE_BATCH], dtype=np.float32)
     return arr
+
+
+def _on_device(model, framework: str, device):
+    """The model to probe on ``device``: the model itself when it is there already (or no device
+    was asked for), else a copy moved there (torch). Keras places its variables itself (its torch
+    backend uses the GPU when there is one): cnndoctor.cli loads a Keras model under
+    ``keras.device`` instead. Returns (model, note or None)."""
+    if device is None or framework != "torch":
+        return model, None
+    import copy
+
+    import torch
+
+    try:
+        target = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise InputError(f"unknown device {device!r}: expected 'cpu', 'cuda' or 'cuda:N'.") \
+            from exc
+    if target.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {device!r} was asked for, but torch sees no CUDA GPU here: "
+                         f"use --device cpu.")
+    current = next((p.device for p in model.parameters()), torch.device("cpu"))
+    if current == target or (target.index is None and current.type == target.type):
+        return model, None
+    return copy.deepcopy(model).to(target), (
+        f"the model is on {current}; it was probed on {target} as asked (a copy was moved "
+        f"there, the model itself stays on {current}).")
 
 
 def _progress_to_stderr(line: str) -> None:

@@ -176,22 +176,49 @@ def _load_pair(path: str | None, what: str):
 def cmd_check(args) -> int:
     from .api import diagnose
 
-    model, loss = _load_model(args.model)
-    if args.loss:
-        loss = _named_loss(args.loss)
-    report = diagnose(model, train=_load_pair(args.train, "training data"),
-                      val=_load_pair(args.val, "validation data"), loss=loss,
-                      evaluate=_load_pair(args.evaluate, "evaluation data"),
-                      reference=_load_pair(args.reference, "reference data"),
-                      batch_size=args.batch_size, budget=args.budget, seed=args.seed,
-                      executor=args.executor,
-                      verify=args.verify, progress=_progress(args.quiet),
-                      title=os.path.basename(args.model))
+    data = {}
+    for key, what in (("train", "training data"), ("val", "validation data"),
+                      ("evaluate", "evaluation data"), ("reference", "reference data")):
+        npz, folder = getattr(args, key), getattr(args, f"{key}_dir", None)
+        if npz and folder:
+            raise _Exit(f"give the {what} once: --{key} NPZ or --{key}-dir DIR, not both")
+        data[key] = _data_dir(folder, key) if folder else _load_pair(npz, what)
+    if data["train"] is None:
+        raise _Exit("no training data: pass --train NPZ or --train-dir DIR (one sub-folder of "
+                    "images per class)")
+    with _device_scope(args.model, args.device):
+        model, loss = _load_model(args.model)
+        if args.loss:
+            loss = _named_loss(args.loss)
+        report = diagnose(model, **data, loss=loss, batch_size=args.batch_size,
+                          budget=args.budget, seed=args.seed, verify=args.verify,
+                          executor=args.executor,
+                          progress=_progress(args.quiet), title=os.path.basename(args.model),
+                          device=args.device)
     print(report.render(color=sys.stdout.isatty() and not os.environ.get("NO_COLOR"),
                         verbose=args.verbose))
     if args.json:
         report.to_json(args.json)
     return report.exit_code
+
+
+def _data_dir(path: str, key: str) -> str:
+    if not os.path.isdir(path):
+        raise _Exit(f"--{key}-dir {path} is not a folder: expected one sub-folder of images per "
+                    f"class")
+    return path
+
+
+def _device_scope(model_spec: str, device: str | None):
+    """Keras models are loaded and probed under ``keras.device(device)`` (Keras places its
+    variables itself); torch models are moved by ``diagnose(device=...)``."""
+    import contextlib
+
+    if device is None or not model_spec.endswith((".keras", ".h5")):
+        return contextlib.nullcontext()
+    import keras
+
+    return keras.device(device)
 
 
 def _named_loss(name: str):
@@ -255,8 +282,17 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="diagnose a saved model on data files")
     check.add_argument("model", help="a .keras/.h5 file, a .pt file holding a torch module, or "
                                      "'file.py:name' (a model or a function building one)")
-    check.add_argument("--train", required=True, metavar="NPZ",
+    check.add_argument("--train", metavar="NPZ",
                        help=".npz with 'x' (images) and 'y' (labels) used in training")
+    for key, what in (("train", "training images"), ("val", "validation images"),
+                      ("evaluate", "images as the evaluation code reads them"),
+                      ("reference", "real-world samples")):
+        check.add_argument(f"--{key}-dir", metavar="DIR",
+                           help=f"{what}: a folder with one sub-folder of PNG/JPEG images per "
+                                f"class (a sample bounded by the budget is read)")
+    check.add_argument("--device", metavar="DEVICE",
+                       help="where the probes run: cpu, cuda, cuda:N (default: the model's own "
+                            "device)")
     check.add_argument("--val", metavar="NPZ", help="validation data, same format")
     check.add_argument("--evaluate", metavar="NPZ",
                        help="the data exactly as the evaluation code feeds it")

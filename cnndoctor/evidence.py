@@ -29,6 +29,16 @@ class Dataset:
     label_format: str | None  # "sparse", "onehot", or None
     y: Any = None  # the labels exactly as given
     layout: str = "channels_last"  # the layout ``x`` was given in (may differ from the model's)
+    # Where the data came from, for data read from a pipeline (cnndoctor/pipelines/): a folder,
+    # a DataLoader, ...; None for arrays given whole. ``total_size``: images in the whole
+    # pipeline when known; ``sample_size``: how many were read (= len(self)).
+    source: str | None = None
+    total_size: int | None = None
+    sample_size: int | None = None
+    sampling: str | None = None  # how the sample was drawn ("stratified by class, seed 0")
+    normalization: list = field(default_factory=list)  # Normalize/ToTensor steps in the pipeline
+    notes: list = field(default_factory=list)  # what the reader had to do (resizing, ...)
+    class_names: list | None = None  # class index -> folder/class name, when the source says
 
     def __len__(self) -> int:
         return int(self.images.shape[0])

@@ -39,7 +39,20 @@ def check(ev):
     scale = max(abs(lo), abs(hi))
     figures = {"min": stats["min"], "max": stats["max"], "mean": stats["mean"],
                "std": stats["std"], "p99.9_abs": scale}
+    if ev.train.source is not None:  # read from a pipeline: say how many images this is from
+        figures["images"] = len(ev.train)
+        if ev.train.total_size:
+            figures["of_images"] = ev.train.total_size
+    pipeline = list(ev.train.normalization or [])
+    if pipeline:
+        from ..pipelines.normalization import describe
+
+        figures["pipeline_normalization"] = pipeline
     inside = normalizing_layer(ev.graph)
+    if pipeline and TINY_SCALE <= scale <= UNIT_SCALE_LIMIT:
+        return [Passed(CODE, f"the data pipeline normalizes ({describe(pipeline)}): the inputs "
+                             f"the model is fed span {stats['min']:.3g}...{stats['max']:.3g}",
+                       {**figures, "normalized_by": "pipeline"})]
     if inside is not None:
         return [Passed(CODE, f"the model normalizes its input itself ({inside.name}, "
                              f"{inside.source}); training data spans {stats['min']:.3g}..."

@@ -44,6 +44,10 @@ class TorchInstrument(Patches):
         self.opt_records: dict[int, ModelRecord | None] = {}
         self.loaded_objects: dict[int, tuple[Any, str]] = {}  # id(obj) -> (obj, path)
         self.torch = None
+        # Samples in a DataLoader pass that reads its dataset in order (no shuffling): the next
+        # stream fed keeps its samples spread over that pass, not the first ones only (data kept
+        # in class order, e.g. an ImageFolder, would give the first classes alone).
+        self.pending_pass: int | None = None
 
     # ---- install / uninstall -------------------------------------------------------------
     def install(self) -> None:
@@ -68,6 +72,9 @@ class TorchInstrument(Patches):
         self._patch(torch.nn.Module, "zero_grad",
                     self._wrap_zero_grad(torch.nn.Module.zero_grad, optimizer=False))
         self._patch(torch.Tensor, "backward", self._wrap_backward(torch.Tensor.backward))
+        from torch.utils.data import DataLoader
+
+        self._patch(DataLoader, "__iter__", self._wrap_loader_iter(DataLoader.__iter__))
         self._patch(torch, "save", self._wrap_save(torch.save))
         self._patch(torch, "load", self._wrap_load(torch.load))
         self._patch(torch.nn.Module, "load_state_dict",
@@ -147,6 +154,9 @@ class TorchInstrument(Patches):
         grad = torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
         phase = TRAINING if (grad and module.training) else EVALUATION
         stream = self.session.stream(rec, phase)
+        if self.pending_pass is not None:
+            stream.begin(self.pending_pass, spread=True)
+            self.pending_pass = None
         stream.add(x)
         notes = stream.notes
         notes["calls"] = notes.get("calls", 0) + 1
@@ -322,6 +332,28 @@ class TorchInstrument(Patches):
         zero_grad.__wrapped__ = orig
         zero_grad.__doc__ = orig.__doc__
         return zero_grad
+
+    # ---- data loaders --------------------------------------------------------------------
+    def _wrap_loader_iter(self, orig):
+        inst = self
+
+        def __iter__(self_):
+            if inst.session.active:
+                inst.session.guard(lambda: inst._loader_pass(self_))
+            return orig(self_)
+
+        __iter__.__wrapped__ = orig
+        __iter__.__doc__ = orig.__doc__
+        return __iter__
+
+    def _loader_pass(self, loader) -> None:
+        from torch.utils.data import SequentialSampler
+
+        sampler = getattr(loader, "sampler", None)
+        if isinstance(sampler, SequentialSampler):
+            self.pending_pass = len(sampler)
+        else:
+            self.pending_pass = None
 
     # ---- save / load ---------------------------------------------------------------------
     def _wrap_save(self, orig):
