@@ -37,10 +37,13 @@ def diagnose(model: Any, train: Any = None, val: Any = None, *, loss: Any = None
     reference: ``(x, y)`` or ``x``: real-world samples the model should handle.
     budget: "quick", "standard" or "thorough": how much training the probes may do.
     verify: retrain with the suggested fixes to show that they work.
-    progress: True to print what the probes are doing on stderr, or a function given each line.
+    progress: True to print what the probes are doing on stderr, or a function given each line;
+        False turns off the progress bars too (drawn on stderr when it is a terminal, unless
+        ``TQDM_DISABLE`` is set).
     """
     if budget not in BUDGETS:
         raise InputError(f"unknown budget {budget!r}: expected one of {', '.join(BUDGETS)}.")
+    bars = progress is not False
     if progress is True:
         progress = _progress_to_stderr
     elif progress is False:
@@ -94,7 +97,7 @@ def diagnose(model: Any, train: Any = None, val: Any = None, *, loss: Any = None
         found = problems(ev)
         if found:
             raise InputError("invalid-values: " + "; ".join(found))
-    ctx = ProbeContext(budget=budget, seed=seed, verify=verify, progress=progress)
+    ctx = ProbeContext(budget=budget, seed=seed, verify=verify, progress=progress, bars=bars)
     t0 = time.perf_counter()
     run_probes(ev, ctx)
     timings.update(ctx.timings)
