@@ -93,7 +93,8 @@ def cmd_demo(args) -> int:
             say(f"building case {case.id}")
         setup = case.build(args.seed)
         report = diagnose(setup.model, **setup.diagnose_kwargs(), budget=args.budget,
-                          seed=args.seed, verify=getattr(args, "verify", False), progress=say or False,
+                          seed=args.seed, verify=getattr(args, "verify", False),
+                          progress=say or False,
                           title=f"case {case.id}")
         print()
         print(report.render(color=color, verbose=args.verbose))

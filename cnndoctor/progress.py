@@ -37,11 +37,12 @@ class _NoBar:
 
 
 class _Bar(_NoBar):
-    def __init__(self, total: int, desc: str):
+    def __init__(self, total: int, desc: str, unit: str):
         from tqdm import tqdm
 
+        # few, slow steps: draw each one (mininterval 0) rather than tqdm's 0.1 s throttle
         self._tqdm = tqdm(total=total, desc=desc, file=sys.stderr, leave=False,
-                          dynamic_ncols=True, unit="step")
+                          dynamic_ncols=True, unit=unit, mininterval=0)
 
     def update(self, n: int = 1, label: str | None = None) -> None:
         if label is not None:
@@ -57,12 +58,12 @@ class _Bar(_NoBar):
         self._tqdm.close()
 
 
-def bar(total: int, desc: str, wanted: bool = True):
+def bar(total: int, desc: str, wanted: bool = True, unit: str = "step"):
     """A context manager with ``update(n=1, label=None)``: a tqdm bar when ``enabled(wanted)``."""
     if total <= 0 or not enabled(wanted):
         return _NoBar()
     try:
-        return _Bar(total, desc)
+        return _Bar(total, desc, unit)
     except ImportError:  # tqdm is a dependency; without it there is simply no bar
         return _NoBar()
 

@@ -207,7 +207,7 @@ def _run_many(trials: list[tuple[Trial, int]], budget: str, ctx) -> list[dict]:
 
         out = []
         with bar(len(trials), "cnndoctor verification runs",
-                 wanted=getattr(ctx, "bars", True)) as shown:
+                 wanted=getattr(ctx, "bars", True), unit="run") as shown:
             for t, s in trials:
                 out.append(run_trial(t, s, steps, secs))
                 shown.update(1, label=f"seed {s}")

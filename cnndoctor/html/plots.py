@@ -153,7 +153,8 @@ def lr_range(figures: dict) -> Plot | None:
     ax.set_xlabel("learning rate (log)")
     ax.set_ylabel("smoothed loss")
     ax.legend(fontsize=8)
-    return _done(fig, "Learning-rate range test", "loss while the learning rate grows step by step")
+    return _done(fig, "Learning-rate range test",
+                 "loss while the learning rate grows step by step")
 
 
 def seeds(figures: dict) -> Plot | None:

@@ -73,7 +73,7 @@ def run_probes(ev: Evidence, ctx: ProbeContext) -> None:
     from ..progress import bar
 
     chosen = [p for p in load_all() if ctx.budget in p.budgets]
-    with bar(len(chosen), "cnndoctor probes", wanted=ctx.bars) as shown:
+    with bar(len(chosen), "cnndoctor probes", wanted=ctx.bars, unit="probe") as shown:
         for probe in chosen:
             shown.update(0, label=probe.name)
             _run_one(probe, ev, ctx)
