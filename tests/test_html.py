@@ -201,7 +201,7 @@ def hostile_report():
     # the evaluation path forgets the scaling: raw 0-16 digits, as in case 4 (0-255 CIFAR)
     report = cnndoctor.diagnose(model, train=(x[:1200], y[:1200]), val=(x[1200:], y[1200:]),
                                 evaluate=(x[1200:] * 16.0, y[1200:]),
-                                loss=nn.CrossEntropyLoss(), budget="static", progress=False,
+                                loss=nn.CrossEntropyLoss(), budget="quick", progress=False,
                                 title=TITLE_PAYLOAD)
     report.notes.append(NOTE_PAYLOAD)
     report.findings.append(Finding(
@@ -216,6 +216,14 @@ def hostile_report():
     return report
 
 
+@pytest.fixture(scope="module")
+def hostile_page(hostile_report, tmp_path_factory):
+    """The page, written by ``to_html(path)`` (plots are drawn once for all the tests)."""
+    path = tmp_path_factory.mktemp("hostile") / "hostile.html"
+    text = hostile_report.to_html(str(path))
+    return path, text
+
+
 def test_diagnosis_finds_the_evaluation_scale_and_keeps_the_layer_name(hostile_report):
     assert "preprocessing-mismatch" in hostile_report.codes
     names = [layer["name"] for layer in hostile_report.model["layers"]]
@@ -223,9 +231,8 @@ def test_diagnosis_finds_the_evaluation_scale_and_keeps_the_layer_name(hostile_r
 
 
 @needs_chromium
-def test_hostile_names_run_no_script_and_show_as_text(hostile_report, tmp_path):
-    path = tmp_path / "hostile.html"
-    text = hostile_report.to_html(str(path))
+def test_hostile_names_run_no_script_and_show_as_text(hostile_page, tmp_path):
+    path, text = hostile_page
     assert path.read_text(encoding="utf-8") == text
     assert_offline(text)
     assert len(text.encode()) < MAX_PAGE_BYTES
@@ -239,14 +246,14 @@ def test_hostile_names_run_no_script_and_show_as_text(hostile_report, tmp_path):
     # the pictures the issue asks for, decoded by the browser at a non-zero size
     captions = re.findall(r"<figcaption><b>([^<]+)</b>", dom)
     for title in ("Confusion matrix", "Input values per dataset", "Example images",
-                  "Before and after the fix"):
+                  "Before and after the fix", "Loss curve", "Per-layer activity and gradients"):
         assert title in captions, captions
     sizes = natural_sizes(dom)
     assert len(sizes) == dom.count("<img") >= 5 and min(w for w, _ in sizes) > 100, sizes
 
 
-def test_verified_fix_shows_seeds_means_interval_and_verdict(hostile_report):
-    page = hostile_report.to_html()
+def test_verified_fix_shows_seeds_means_interval_and_verdict(hostile_page):
+    page = hostile_page[1]
     section = page[page.index('data-code="class-imbalance"'):]
     section = section[:section.index("</section>")]
     assert 'data-verdict="verified"' in section and "Verified" in section
@@ -261,11 +268,51 @@ def test_verified_fix_shows_seeds_means_interval_and_verdict(hostile_report):
     assert "All fixes together" in combined[:2000]
 
 
-def test_repr_html_is_the_page_body_without_external_resources(hostile_report):
+def test_healthy_model_page(tmp_path):
+    x, y = _digits()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 10))
+    report = cnndoctor.diagnose(model, train=(x[:800], y[:800]), val=(x[800:1100], y[800:1100]),
+                                loss=nn.CrossEntropyLoss(), budget="quick", progress=False)
+    assert not [f.code for f in report.findings if f.severity == "error"]
+    page = report.to_html()
+    assert f'data-verdict="{report.verdict}"' in page
+    assert page.count("data-code=") == len(report.findings)
+    captions = re.findall(r"<figcaption><b>([^<]+)</b>", page)
+    assert {"Loss curve", "Per-layer activity and gradients"} <= set(captions), captions
+    assert_offline(page)
+
+
+def test_each_plot_draws_what_its_probe_stored_and_skips_what_is_absent():
+    from PIL import Image
+
+    from cnndoctor.html import plots
+
+    figures = {  # the shapes the probes store (probes/training.py, robustness.py)
+        "seeds": {"val_acc": [0.49, 0.66, 0.85, 0.9, 0.11], "mean": 0.602, "std": 0.31},
+        "perturbation_sweep": {"inversion": [{"level": 1.0, "accuracy": 0.02}],
+                               "noise": [{"level": 0.05, "accuracy": 0.9},
+                                         {"level": 0.1, "accuracy": 0.7},
+                                         {"level": 0.2, "accuracy": 0.3}]},
+        "lr_range": {"lr": [1e-5, 1e-4, 1e-3, 1e-2, 1e-1], "loss": [2.3, 2.2, 1.5, 1.0, None],
+                     "user_lr": 1e-4, "suggested_lr": 3e-3},
+    }
+    for fn in (plots.seeds, plots.perturbation_sweep, plots.lr_range):
+        plot = fn(figures)
+        img = Image.open(io.BytesIO(base64.b64decode(plot.png_base64)))
+        assert img.size == (plot.width, plot.height) and plot.width > 150
+        assert len(img.convert("RGB").getcolors(1 << 16)) > 20  # lines and text, not blank
+        assert fn({}) is None
+    assert plots.seeds({"seeds": {"val_acc": [0.5]}}) is None  # one seed is no spread
+    for fn in plots.REPORT_PLOTS + (plots.confusion_matrix,):
+        assert fn({}) is None
+
+
+def test_repr_html_is_the_page_body_without_external_resources(hostile_report, hostile_page):
     body = hostile_report._repr_html_()
     assert not re.search(r"<(html|head|body)\b", body)
     assert_offline(body)
-    assert body in hostile_report.to_html()
+    assert body in hostile_page[1]
     assert body.count("data-code=") == len(hostile_report.findings)
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body and LAYER_PAYLOAD not in body
     assert str(hostile_report).startswith("cnndoctor:")  # the terminal view stays
