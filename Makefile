@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.cnndoctor-installed
 export KERAS_BACKEND ?= torch
 
-.PHONY: demo test setup bench clean
+.PHONY: demo test setup bench clean chromium
 
 setup: $(STAMP)
 
@@ -20,8 +20,21 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/cnndoctor demo
 
-test: $(STAMP)
+# The HTML report's test opens the pages in headless Chromium (Debian's package). Installed here
+# when missing, only as root with apt-get; elsewhere tests/test_html.py skips its browser tests.
+test: $(STAMP) chromium
 	$(PY) -m pytest -q
+
+chromium:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || \
+	      echo "could not install chromium: the browser tests of tests/test_html.py will be skipped"; \
+	  else \
+	    echo "chromium not installed and cannot install it here (needs root and apt-get):" \
+	         "the browser tests of tests/test_html.py will be skipped"; \
+	  fi; \
+	fi
 
 bench: $(STAMP)
 	$(PY) benchmarks/diagnosis_time.py

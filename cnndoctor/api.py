@@ -44,7 +44,9 @@ def diagnose(model: Any, train: Any = None, val: Any = None, *, loss: Any = None
     executor: where the many short trainings (seeds, fixes) run: "auto" (default: worker
         processes when there is more than one job), "inprocess", "local" or "ray" (a Ray
         cluster from RAY_ADDRESS, else a local one; needs ``pip install 'cnndoctor[ray]'``).
-    progress: True to print what the probes are doing on stderr, or a function given each line.
+    progress: True to print what the probes are doing on stderr, or a function given each line;
+        False turns off the progress bars too (drawn on stderr when it is a terminal, unless
+        ``TQDM_DISABLE`` is set).
     device: where a torch model is probed ("cuda", "cuda:1", "cpu"); default: the model's own
         device. A model elsewhere is copied there (the user's model stays where it is).
     """
@@ -53,6 +55,7 @@ def diagnose(model: Any, train: Any = None, val: Any = None, *, loss: Any = None
     executor = _validate_executor(executor)
     if budget not in BUDGETS:
         raise InputError(f"unknown budget {budget!r}: expected one of {', '.join(BUDGETS)}.")
+    bars = progress is not False
     if progress is True:
         progress = _progress_to_stderr
     elif progress is False:
@@ -115,7 +118,7 @@ def diagnose(model: Any, train: Any = None, val: Any = None, *, loss: Any = None
         if found:
             raise InputError("invalid-values: " + "; ".join(found))
     ctx = ProbeContext(budget=budget, seed=seed, verify=verify, progress=progress,
-                       executor=executor)
+                       executor=executor, bars=bars)
     t0 = time.perf_counter()
     run_probes(ev, ctx)
     timings.update(ctx.timings)

@@ -41,6 +41,26 @@ def _write_json(path: str, payload: dict) -> None:
         raise _Exit(f"cannot write the JSON report to {path}: {exc.strerror}") from exc
 
 
+def _write_html(report, path: str) -> None:
+    try:
+        report.to_html(path)
+    except OSError as exc:
+        raise _Exit(f"cannot write the HTML report to {path}: {exc.strerror}") from exc
+
+
+def _html_dir(path: str | None) -> str | None:
+    """The folder for ``demo --html``: created when missing; refused when it is a file."""
+    if path is None:
+        return None
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise _Exit(f"--html {path}: expected a folder for the demo's pages, found a file")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise _Exit(f"cannot create the folder {path} for the HTML pages: {exc.strerror}")
+    return path
+
+
 # ---- demo -----------------------------------------------------------------------------------
 
 def cmd_demo(args) -> int:
@@ -62,7 +82,8 @@ def cmd_demo(args) -> int:
     if not chosen:
         chosen = all_cases
     color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-    reports, failures = [], []
+    html_dir = _html_dir(getattr(args, "html", None))
+    reports, failures, pages = [], [], []
     for case in chosen:
         print(f"\n{'=' * 96}\ncase {case.id}: {case.title} [{case.variant}]\n{'=' * 96}")
         if case.story:
@@ -72,8 +93,8 @@ def cmd_demo(args) -> int:
             say(f"building case {case.id}")
         setup = case.build(args.seed)
         report = diagnose(setup.model, **setup.diagnose_kwargs(), budget=args.budget,
-                          seed=args.seed, verify=getattr(args, "verify", False), progress=say,
-                          executor=args.executor,
+                          seed=args.seed, verify=getattr(args, "verify", False),
+                          progress=say or False, executor=args.executor,
                           title=f"case {case.id}")
         print()
         print(report.render(color=color, verbose=args.verbose))
@@ -82,10 +103,19 @@ def cmd_demo(args) -> int:
             failures.append((case.id, missing))
             print(f"\n!! case {case.id} did not give its expected diagnosis: {'; '.join(missing)}")
         reports.append({"case": case.id, "variant": case.variant, **report.to_dict()})
+        if html_dir:
+            _write_html(report, os.path.join(html_dir, f"{case.id}.html"))
+            pages.append({"file": f"{case.id}.html", "case": case.id, "title": case.title,
+                          "verdict": report.verdict, "codes": report.codes,
+                          "expected": not missing})
     if args.json:
         payload = reports[0] if len(reports) == 1 else {
             "tool": "cnndoctor", "cases": reports}
         _write_json(args.json, payload)
+    if html_dir:
+        from .html import write_index
+
+        print(f"HTML pages: {write_index(html_dir, pages)}")
     print(f"\n{len(chosen)} case(s) diagnosed; "
           f"{len(chosen) - len(failures)} gave their expected diagnosis.")
     return 1 if failures else 0
@@ -193,12 +223,14 @@ def cmd_check(args) -> int:
         report = diagnose(model, **data, loss=loss, batch_size=args.batch_size,
                           budget=args.budget, seed=args.seed, verify=args.verify,
                           executor=args.executor,
-                          progress=_progress(args.quiet), title=os.path.basename(args.model),
+                          progress=_progress(args.quiet) or False, title=os.path.basename(args.model),
                           device=args.device)
     print(report.render(color=sys.stdout.isatty() and not os.environ.get("NO_COLOR"),
                         verbose=args.verbose))
     if args.json:
         report.to_json(args.json)
+    if args.html:
+        _write_html(report, args.html)
     return report.exit_code
 
 
@@ -247,6 +279,9 @@ def cmd_checks(args) -> int:
 
 def _common(p):
     p.add_argument("--json", metavar="PATH", help="write the report as JSON to PATH")
+    p.add_argument("--html", metavar="PATH",
+                   help="write the report as one self-contained HTML page to PATH (demo: PATH "
+                        "is a folder, one page per case and index.html)")
     p.add_argument("--budget", choices=("static", "quick", "standard", "thorough"),
                    default="quick", help="how much training the probes may do: static = none, "
                                          "read the model and data only (default: quick)")

@@ -148,6 +148,18 @@ class Report:
                 fh.write(text + "\n")
         return text
 
+    def to_html(self, path: str | None = None) -> str:
+        """One self-contained HTML page (no network, no script); written to ``path`` if given."""
+        from .html import page
+
+        return page.write(self, path) if path is not None else page.document(self)
+
+    def _repr_html_(self) -> str:
+        """What Jupyter (and VS Code, Colab, Kaggle) shows: the page's body, no widgets."""
+        from .html import page
+
+        return page.body(self)
+
     def render(self, color: bool = False, verbose: bool = False) -> str:
         from .terminal import render
 

@@ -207,7 +207,15 @@ def _run_many(trials: list[tuple[Trial, int]], budget: str, ctx) -> list[dict]:
     try:
         from .executor import Job, run_jobs
     except ImportError:  # the executor is optional: run one after the other here
-        return [run_trial(t, s, steps, secs) for t, s in trials]
+        from .progress import bar
+
+        out = []
+        with bar(len(trials), "cnndoctor verification runs",
+                 wanted=getattr(ctx, "bars", True), unit="run") as shown:
+            for t, s in trials:
+                out.append(run_trial(t, s, steps, secs))
+                shown.update(1, label=f"seed {s}")
+        return out
     jobs = [Job(fn=run_trial, args=(t, s, steps, secs), label=f"seed {s}") for t, s in trials]
     return run_jobs(jobs, getattr(ctx, "executor", "auto") or "auto", progress=ctx.say)
 

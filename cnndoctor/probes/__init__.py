@@ -22,7 +22,7 @@ TRAINING_BUDGETS = ("quick", "standard", "thorough")
 
 # Probe modules under cnndoctor.probes, in the order they run. Data statistics first; modules
 # that a later capability adds are imported when present.
-MODULES = ["datastats"]
+MODULES = ["datastats", "samples"]
 OPTIONAL_MODULES = ["training", "evaluation", "robustness"]
 
 
@@ -35,10 +35,14 @@ class ProbeContext:
     executor: str = "auto"
     progress: Callable[[str], None] | None = None  # called with a short line of what runs now
     timings: dict[str, float] = field(default_factory=dict)
+    bars: bool = True  # progress bars on stderr when it is a terminal (cnndoctor.progress)
 
     def say(self, text: str) -> None:
         if self.progress is not None:
-            self.progress(text)
+            from ..progress import lines_above
+
+            with lines_above():
+                self.progress(text)
 
 
 @dataclass
@@ -68,19 +72,27 @@ def load_all() -> list[Probe]:
 
 
 def run_probes(ev: Evidence, ctx: ProbeContext) -> None:
-    for probe in load_all():
-        if ctx.budget not in probe.budgets:
-            continue
-        start = time.perf_counter()
-        try:
-            probe.fn(ev, ctx)
-        except Exception as exc:  # one failing probe must not hide the rest of the diagnosis
-            from ..errors import InputError
+    from ..progress import bar
 
-            if isinstance(exc, InputError):
-                raise
-            ev.probes[probe.name] = {"skipped": f"the {probe.name} probe failed: "
-                                                f"{type(exc).__name__}: {exc}"}
-            ev.figures.setdefault("probe_errors", []).append(
-                {"probe": probe.name, "traceback": traceback.format_exc(limit=8)})
-        ctx.timings[f"probe:{probe.name}"] = time.perf_counter() - start
+    chosen = [p for p in load_all() if ctx.budget in p.budgets]
+    with bar(len(chosen), "cnndoctor probes", wanted=ctx.bars, unit="probe") as shown:
+        for probe in chosen:
+            shown.update(0, label=probe.name)
+            _run_one(probe, ev, ctx)
+            shown.update(1)
+
+
+def _run_one(probe: Probe, ev: Evidence, ctx: ProbeContext) -> None:
+    start = time.perf_counter()
+    try:
+        probe.fn(ev, ctx)
+    except Exception as exc:  # one failing probe must not hide the rest of the diagnosis
+        from ..errors import InputError
+
+        if isinstance(exc, InputError):
+            raise
+        ev.probes[probe.name] = {"skipped": f"the {probe.name} probe failed: "
+                                            f"{type(exc).__name__}: {exc}"}
+        ev.figures.setdefault("probe_errors", []).append(
+            {"probe": probe.name, "traceback": traceback.format_exc(limit=8)})
+    ctx.timings[f"probe:{probe.name}"] = time.perf_counter() - start

@@ -22,6 +22,8 @@ EPILOG = ("Scripts run in order in one process, as `python SCRIPT ARGS` would ru
 
 def _options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="PATH", help="also write the report as JSON to PATH")
+    parser.add_argument("--html", metavar="PATH",
+                        help="also write the report as one self-contained HTML page to PATH")
     parser.add_argument("--budget", choices=BUDGETS, default="standard",
                         help="how much the probes may train (default: standard)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the probes (default: 0)")
@@ -71,6 +73,7 @@ def _split(args) -> argparse.Namespace:
         scripts=list(getattr(args, "scripts", None) or []) + ns.scripts,
         script_args=list(getattr(args, "script_args", None) or []) + script_args,
         json=ns.json or getattr(args, "json", None),
+        html=ns.html or getattr(args, "html", None),
         budget=ns.budget if ns.budget != "standard" else getattr(args, "budget", "standard"),
         seed=ns.seed if ns.seed else getattr(args, "seed", 0),
         executor=ns.executor if ns.executor != "auto" else getattr(args, "executor", "auto"),
@@ -146,6 +149,11 @@ def command(args) -> int:
             report.to_json(opts.json)
         except OSError as exc:
             return _fail(f"could not write {opts.json}: {exc.strerror or exc}")
+    if opts.html:
+        try:
+            report.to_html(opts.html)
+        except OSError as exc:
+            return _fail(f"could not write {opts.html}: {exc.strerror or exc}")
     return report.exit_code
 
 
