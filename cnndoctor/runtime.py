@@ -220,6 +220,51 @@ def predict(model: Any, x: Any, *, batch_size: int = 256) -> np.ndarray:
     return np.concatenate(outs, axis=0)
 
 
+def reestimate_batchnorm(model: Any, x: Any) -> int:
+    """Set every batch-norm layer's running statistics to those of ``x`` (a copy's, in place).
+
+    Batch norm trains on the statistics of each batch but predicts with running averages that
+    trail them (momentum 0.9 in torch, 0.99 in Keras): after a few dozen steps on one batch the
+    inference-mode outputs still use the statistics of the first steps, and a batch the model has
+    fitted in training mode reads as unfitted. Only for probes on copies. Returns how many
+    batch-norm layers were re-estimated (0: nothing changed).
+    """
+    torch = _torch()
+    framework = framework_of(model)
+    n = _length(x)
+    xb = _as_input(model, framework, _take(x, np.arange(n)))
+    if framework == "torch":
+        norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                 and m.track_running_stats]
+        if not norms:
+            return 0
+        saved = [(m, m.momentum) for m in norms]
+        with torch.no_grad(), probe_threads(), _torch_modes(model, False):
+            for m in norms:
+                m.reset_running_stats()
+                m.momentum = None  # a cumulative average: over one pass, the batch's statistics
+                m.train()
+            model(xb)
+        for m, momentum in saved:
+            m.momentum = momentum
+        return len(norms)
+    keras = _keras()
+    norms = [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+             if isinstance(layer, keras.layers.BatchNormalization)]
+    if not norms:
+        return 0
+    saved = [(layer, layer.momentum) for layer in norms]
+    try:
+        for layer in norms:
+            layer.momentum = 0.0  # moving = moving * 0 + batch * 1
+        with torch.no_grad(), probe_threads():
+            model(xb, training=True)
+    finally:
+        for layer, momentum in saved:
+            layer.momentum = momentum
+    return len(norms)
+
+
 def _first_output(out: Any):
     if isinstance(out, (list, tuple)):
         return out[0]

@@ -694,9 +694,21 @@ def _overfit_once(ev: Evidence, xb, yb, lr: float, steps: int, seed: int,
     check_every = 10
     trace: list[tuple[int, float]] = []
 
+    bn_trace: list[tuple[int, float]] = []
+
+    def fitted() -> float | None:
+        acc = rt.accuracy(rt.predict(model, xb), yb)
+        if acc is not None and acc < 1.0 and rt.reestimate_batchnorm(model, xb):
+            # Batch norm predicts with running statistics that trail the batch's: judged in
+            # inference mode only, a batch fitted in training mode reads as unfitted.
+            bn = rt.accuracy(rt.predict(model, xb), yb)
+            bn_trace.append((len(trace) + 1, bn))
+            acc = max(acc, bn if bn is not None else acc)
+        return acc
+
     def on_step(info: rt.StepInfo):
         if (info.step + 1) % check_every == 0:
-            acc = rt.accuracy(rt.predict(model, xb), yb)
+            acc = fitted()
             trace.append((info.step + 1, acc))
             return acc is not None and acc >= 1.0
         return False
@@ -708,13 +720,14 @@ def _overfit_once(ev: Evidence, xb, yb, lr: float, steps: int, seed: int,
     # on_step sees the weights before the step's update, and fit still applies that update when
     # the callback stops it; one more Adam step can knock a fitted sample off again. The test asks
     # whether the model can fit the batch, so the best accuracy it reached is what counts.
-    final = rt.accuracy(rt.predict(model, xb), yb)
+    final = fitted()
     reached = [a for _, a in trace if a is not None] + ([final] if final is not None else [])
     return {"optimizer": f"Adam(lr={lr:g})", "steps": history["steps"],
             "accuracy": max(reached) if reached else None, "final_accuracy": final,
             "loss_first": losses[0] if losses else None,
             "loss_last": losses[-1] if losses else None,
             "nonfinite": history["stopped"] == "nonfinite", "accuracy_trace": trace,
+            "batchnorm_reestimated": bool(bn_trace),
             "seconds": history["seconds"], "stopped": history["stopped"]}
 
 
