@@ -539,6 +539,29 @@ def named_weights(model: Any) -> list[WeightRef]:
     return refs
 
 
+def frozen_weights(model: Any) -> list[WeightRef]:
+    """Learnable parameters that are frozen: Keras variables with ``trainable=False`` (a layer or
+    model set ``trainable=False``), torch parameters with ``requires_grad=False``. Batch-norm
+    running statistics are not parameters and are not listed."""
+    framework = framework_of(model)
+    refs: list[WeightRef] = []
+    if framework == "keras":
+        seen: set[int] = set()
+        for layer in model._flatten_layers(include_self=False, recursive=True):
+            for v in getattr(layer, "_trainable_variables", None) or []:
+                value = getattr(v, "value", None)
+                if value is None or id(value) in seen or getattr(v, "trainable", True):
+                    continue
+                seen.add(id(value))
+                refs.append(WeightRef(layer.name, str(getattr(v, "name", "w")), value))
+        return refs
+    for mname, module in model.named_modules():
+        for pname, p in module.named_parameters(recurse=False):
+            if not p.requires_grad:
+                refs.append(WeightRef(mname or type(model).__name__, pname, p))
+    return refs
+
+
 def current_lr(model: Any, optimizer: Any = None) -> float | None:
     """The learning rate the optimizer uses now (Keras: compiled optimizer by default)."""
     opt = optimizer
@@ -674,11 +697,13 @@ class _Trainer:
                 self.model.zero_grad(set_to_none=True)
             if self.optimizer is not None:
                 loss = self.optimizer.scale_loss(loss)
-            loss.backward()
+            if loss.requires_grad:  # every weight frozen: as in Keras' fit, nothing to update
+                loss.backward()
         else:
             if self.reset_grads:
                 self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if loss.requires_grad:
+                loss.backward()
 
     def update(self):
         torch = _torch()

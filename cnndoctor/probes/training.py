@@ -525,11 +525,35 @@ def _probe_seed(ctx: ProbeContext, offset: int) -> int:
 def _needs_training(ev: Evidence) -> str | None:
     if ev.model is None:
         return "no model object to train a copy of"
+    counts = ev.probes.get("trainable") or {}
+    if counts.get("trainable") == 0 and counts.get("frozen"):
+        return (f"every weight of the model is frozen ({counts['frozen']:,} weights): training "
+                f"cannot change any of them")
     if ev.train is None or ev.train.labels is None or len(ev.train) == 0:
         return "no labelled training data"
     if ev.framework == "keras" and ev.loss is None and not getattr(ev.model, "compiled", False):
         return "the Keras model is not compiled and no loss was given"
     return None
+
+
+def _weight_counts(refs: list[rt.WeightRef]) -> tuple[int, dict[str, int]]:
+    per_layer: dict[str, int] = {}
+    for r in refs:
+        per_layer[r.layer] = per_layer.get(r.layer, 0) + int(r.param.numel())
+    return sum(per_layer.values()), per_layer
+
+
+@register("trainable")
+def probe_trainable(ev: Evidence, ctx: ProbeContext) -> None:
+    """How many of the model's learnable weights training may change, and which are frozen."""
+    if ev.model is None:
+        ev.probes["trainable"] = {"skipped": "no model object"}
+        return
+    trainable, trainable_layers = _weight_counts(rt.named_weights(ev.model))
+    frozen, frozen_layers = _weight_counts(rt.frozen_weights(ev.model))
+    ev.probes["trainable"] = {"trainable": trainable, "frozen": frozen,
+                              "trainable_layers": sorted(trainable_layers),
+                              "frozen_layers": frozen_layers}
 
 
 @register("init")
