@@ -145,7 +145,7 @@ OPERATORS: list[Operator] = [
              "a ReLU on the logits before the softmax", _any, cfg={"logit_act": "relu"}),
     Operator("linear-stack", ("missing-nonlinearity",),
              "every hidden activation removed (the layers collapse into one linear map)",
-             lambda e: "frozen" not in e.tags, cfg={"act": None}),
+             _any, cfg={"act": None}),
     Operator("double-softmax", ("double-softmax",),
              "softmax in the model and a loss that applies softmax again", _any,
              cfg={"head": "double"}),

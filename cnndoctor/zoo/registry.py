@@ -65,7 +65,7 @@ _add("keras-mobilenet", "keras", "bars", km.mobilenet, {"conv", "bn", "gap"},
 _add("keras-vgg-dropout", "keras", "digits16", km.vgg_dropout, CONV | {"dropout"},
      "Keras: VGG-style 3x3 stacks, Dense 64, dropout 0.3 (digits)")
 _add("keras-mlp", "keras", "mnist", km.mlp, {"dense-stack"},
-     "Keras: MLP 128-64 on MNIST images", smallest=True)
+     "Keras: MLP 128-64 on MNIST images")
 _add("keras-augmented", "keras", "bars", km.augmented,
      {"conv", "bn", "gap", "augment", "smoothing", "adamw", "schedule", "clip"},
      "Keras: RandomFlip/RandomTranslation, label smoothing, AdamW + cosine decay, clipnorm")
