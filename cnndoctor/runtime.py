@@ -220,6 +220,30 @@ def predict(model: Any, x: Any, *, batch_size: int = 256) -> np.ndarray:
     return np.concatenate(outs, axis=0)
 
 
+#: Keras augmentation layers that keep the image's shape: the identity is what they do at
+#: inference, and what a fit-one-batch test wants in training too.
+AUGMENTATION_LAYERS = ("RandomFlip", "RandomTranslation", "RandomRotation", "RandomZoom",
+                       "RandomContrast", "RandomBrightness")
+
+
+def disable_augmentation(model: Any) -> list[str]:
+    """Make a copy's augmentation layers pass their inputs through; returns their names.
+
+    Karpathy's recipe for verifying training ("A recipe for training neural networks", 2019)
+    overfits one batch with augmentation off: random flips and shifts of 16 images make a batch
+    that is never the same twice. Only for probes on copies; torch models augment in their data
+    pipeline, which the probes do not use.
+    """
+    if framework_of(model) != "keras":
+        return []
+    names = []
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if type(layer).__name__ in AUGMENTATION_LAYERS:
+            layer.call = lambda inputs, *args, **kwargs: inputs
+            names.append(layer.name)
+    return names
+
+
 def reestimate_batchnorm(model: Any, x: Any) -> int:
     """Set every batch-norm layer's running statistics to those of ``x`` (a copy's, in place).
 

@@ -131,3 +131,15 @@ def test_too_few_output_units_refused_naming_the_output_layer(name):
     assert message.startswith("output-size-mismatch: the model has 7 output units but the "
                               "labels name 10 classes")
     assert "invalid-values" in message
+
+
+def test_fit_one_batch_turns_augmentation_off_on_the_copy_only():
+    setup = ZOO["keras-augmented"].build(0)
+    copy = rt.clone(setup.model)
+    assert len(rt.disable_augmentation(copy)) == 2  # RandomFlip, RandomTranslation
+    xb = torch.from_numpy(setup.train[0][:16])
+    with torch.no_grad():
+        a, b = copy(xb, training=True), copy(xb, training=True)
+        c, d = setup.model(xb, training=True), setup.model(xb, training=True)
+    assert torch.equal(a, b)  # the copy sees the same batch every step
+    assert not torch.equal(c, d)  # the user's model still augments

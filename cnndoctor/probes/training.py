@@ -722,6 +722,7 @@ def probe_overfit_batch(ev: Evidence, ctx: ProbeContext) -> None:
 def _overfit_once(ev: Evidence, xb, yb, lr: float, steps: int, seed: int,
                   max_seconds: float) -> dict:
     model = rt.clone(ev.model)
+    augmentation_off = rt.disable_augmentation(model)
     check_every = 10
     trace: list[tuple[int, float]] = []
 
@@ -758,7 +759,7 @@ def _overfit_once(ev: Evidence, xb, yb, lr: float, steps: int, seed: int,
             "loss_first": losses[0] if losses else None,
             "loss_last": losses[-1] if losses else None,
             "nonfinite": history["stopped"] == "nonfinite", "accuracy_trace": trace,
-            "batchnorm_reestimated": bool(bn_trace),
+            "batchnorm_reestimated": bool(bn_trace), "augmentation_off": augmentation_off,
             "seconds": history["seconds"], "stopped": history["stopped"]}
 
 
