@@ -112,11 +112,11 @@ def diagnose(model: Any, train: Any = None, val: Any = None, *, loss: Any = None
     else:
         # NaN, infinities and labels out of range make every later measurement meaningless:
         # refuse with the reason (the run path, which diagnoses what a script did, reports them).
-        from .checks.invalid_values import problems
+        from .checks.invalid_values import refusal
 
-        found = problems(ev)
-        if found:
-            raise InputError("invalid-values: " + "; ".join(found))
+        reason = refusal(ev)
+        if reason:
+            raise InputError(reason)
     ctx = ProbeContext(budget=budget, seed=seed, verify=verify, progress=progress,
                        executor=executor, bars=bars)
     t0 = time.perf_counter()

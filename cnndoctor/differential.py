@@ -46,6 +46,8 @@ def unexplained(findings) -> list:
     present = {f.code for f in findings}
     out = []
     for f in findings:
+        if f.evidence.get("trainable_weights") == 0:
+            continue  # every weight frozen: no learning rate can move them
         if f.code in SYMPTOMS and f.severity in ("error", "warning"):
             if not [c for c in causes_of(f.code) if c in present and c != f.code
                     and c not in SYMPTOMS]:

@@ -220,6 +220,75 @@ def predict(model: Any, x: Any, *, batch_size: int = 256) -> np.ndarray:
     return np.concatenate(outs, axis=0)
 
 
+#: Keras augmentation layers that keep the image's shape: the identity is what they do at
+#: inference, and what a fit-one-batch test wants in training too.
+AUGMENTATION_LAYERS = ("RandomFlip", "RandomTranslation", "RandomRotation", "RandomZoom",
+                       "RandomContrast", "RandomBrightness")
+
+
+def disable_augmentation(model: Any) -> list[str]:
+    """Make a copy's augmentation layers pass their inputs through; returns their names.
+
+    Karpathy's recipe for verifying training ("A recipe for training neural networks", 2019)
+    overfits one batch with augmentation off: random flips and shifts of 16 images make a batch
+    that is never the same twice. Only for probes on copies; torch models augment in their data
+    pipeline, which the probes do not use.
+    """
+    if framework_of(model) != "keras":
+        return []
+    names = []
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if type(layer).__name__ in AUGMENTATION_LAYERS:
+            layer.call = lambda inputs, *args, **kwargs: inputs
+            names.append(layer.name)
+    return names
+
+
+def reestimate_batchnorm(model: Any, x: Any) -> int:
+    """Set every batch-norm layer's running statistics to those of ``x`` (a copy's, in place).
+
+    Batch norm trains on the statistics of each batch but predicts with running averages that
+    trail them (momentum 0.9 in torch, 0.99 in Keras): after a few dozen steps on one batch the
+    inference-mode outputs still use the statistics of the first steps, and a batch the model has
+    fitted in training mode reads as unfitted. Only for probes on copies. Returns how many
+    batch-norm layers were re-estimated (0: nothing changed).
+    """
+    torch = _torch()
+    framework = framework_of(model)
+    n = _length(x)
+    xb = _as_input(model, framework, _take(x, np.arange(n)))
+    if framework == "torch":
+        norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                 and m.track_running_stats]
+        if not norms:
+            return 0
+        saved = [(m, m.momentum) for m in norms]
+        with torch.no_grad(), probe_threads(), _torch_modes(model, False):
+            for m in norms:
+                m.reset_running_stats()
+                m.momentum = None  # a cumulative average: over one pass, the batch's statistics
+                m.train()
+            model(xb)
+        for m, momentum in saved:
+            m.momentum = momentum
+        return len(norms)
+    keras = _keras()
+    norms = [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+             if isinstance(layer, keras.layers.BatchNormalization)]
+    if not norms:
+        return 0
+    saved = [(layer, layer.momentum) for layer in norms]
+    try:
+        for layer in norms:
+            layer.momentum = 0.0  # moving = moving * 0 + batch * 1
+        with torch.no_grad(), probe_threads():
+            model(xb, training=True)
+    finally:
+        for layer, momentum in saved:
+            layer.momentum = momentum
+    return len(norms)
+
+
 def _first_output(out: Any):
     if isinstance(out, (list, tuple)):
         return out[0]
@@ -494,6 +563,29 @@ def named_weights(model: Any) -> list[WeightRef]:
     return refs
 
 
+def frozen_weights(model: Any) -> list[WeightRef]:
+    """Learnable parameters that are frozen: Keras variables with ``trainable=False`` (a layer or
+    model set ``trainable=False``), torch parameters with ``requires_grad=False``. Batch-norm
+    running statistics are not parameters and are not listed."""
+    framework = framework_of(model)
+    refs: list[WeightRef] = []
+    if framework == "keras":
+        seen: set[int] = set()
+        for layer in model._flatten_layers(include_self=False, recursive=True):
+            for v in getattr(layer, "_trainable_variables", None) or []:
+                value = getattr(v, "value", None)
+                if value is None or id(value) in seen or getattr(v, "trainable", True):
+                    continue
+                seen.add(id(value))
+                refs.append(WeightRef(layer.name, str(getattr(v, "name", "w")), value))
+        return refs
+    for mname, module in model.named_modules():
+        for pname, p in module.named_parameters(recurse=False):
+            if not p.requires_grad:
+                refs.append(WeightRef(mname or type(model).__name__, pname, p))
+    return refs
+
+
 def current_lr(model: Any, optimizer: Any = None) -> float | None:
     """The learning rate the optimizer uses now (Keras: compiled optimizer by default)."""
     opt = optimizer
@@ -629,11 +721,13 @@ class _Trainer:
                 self.model.zero_grad(set_to_none=True)
             if self.optimizer is not None:
                 loss = self.optimizer.scale_loss(loss)
-            loss.backward()
+            if loss.requires_grad:  # every weight frozen: as in Keras' fit, nothing to update
+                loss.backward()
         else:
             if self.reset_grads:
                 self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if loss.requires_grad:
+                loss.backward()
 
     def update(self):
         torch = _torch()

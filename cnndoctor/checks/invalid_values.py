@@ -46,6 +46,25 @@ def problems(ev) -> list[str]:
     return out
 
 
+def refusal(ev) -> str | None:
+    """The one-line reason ``diagnose`` refuses the data, or None. Integer labels beyond the
+    model's output units while the labels themselves are whole classes 0..C-1 are the output
+    layer's fault more often than the data's: the message names ``output-size-mismatch`` first."""
+    found = problems(ev)
+    if not found:
+        return None
+    message = "invalid-values: " + "; ".join(found)
+    units, train = ev.graph.output_units, ev.train
+    classes = train.num_classes_in_labels if train is not None else None
+    labels = np.asarray(train.labels) if train is not None and train.labels is not None else None
+    if units and classes and units < classes and labels is not None and labels.dtype.kind in "iu" \
+            and labels.min() >= 0:
+        message = (f"output-size-mismatch: the model has {units} output units but the labels "
+                   f"name {classes} classes (0..{classes - 1}); give the output layer {classes} "
+                   f"units. " + message)
+    return message
+
+
 @register(CODE, "data", needs=("train",),
           explains=("nan-loss",))
 def check(ev):

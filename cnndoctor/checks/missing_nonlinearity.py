@@ -7,7 +7,10 @@ from . import Finding, Fix, Passed, register, snippet
 CODE = "missing-nonlinearity"
 # Steps that leave a chain of weighted layers linear, as CHECKS.md defines it: pooling, flatten,
 # dropout and reshape (max pooling is piecewise linear and keeps the stack nearly one linear map).
-_BETWEEN = (g.POOL, g.SHAPE, g.DROPOUT, g.RESCALE)
+# Batch norm is an affine map at inference (a scale and a shift per channel), and global average
+# pooling a mean: Conv-BN-Conv-BN without an activation is one linear map too (the zoo's
+# linear-stack mutation of the BN, residual and MobileNet-style models, benchmarks/mutations.py).
+_BETWEEN = (g.POOL, g.SHAPE, g.DROPOUT, g.RESCALE, g.NORM, g.GLOBAL_POOL)
 
 
 def linear_pairs(graph):
@@ -28,8 +31,8 @@ def _extractor_is_linear(graph) -> bool:
     if len(weighted) < 2:
         return False
     last = graph.layers.index(weighted[-1])
-    return not any(layer.nonlinear or layer.kind in (g.NORM, g.MERGE)
-                   for layer in graph.layers[:last])
+    # normalization and the additions of residual blocks are affine: they add no nonlinearity
+    return not any(layer.nonlinear for layer in graph.layers[:last])
 
 
 @register(CODE, "model",

@@ -19,6 +19,8 @@ from . import Finding, Fix, Passed, Skipped, register, snippet
 #: tenth's by less than this share. Case 2 (double softmax on 0-255 inputs, SGD 1e-3): 3e-4 over
 #: 100 epochs (CASES.md); healthy reference cases drop by 20-95 % within the quick probe.
 NO_LEARNING_LOSS_CHANGE = 0.01
+#: layer names listed in the title of an all-frozen no-learning finding (the rest are counted)
+FROZEN_LAYERS_SHOWN = 4
 #: ... or the loss froze halfway (the second half moves by less than that share too) while the
 #: model stays at chance: training accuracy within CHANCE_MARGIN of the majority-class share.
 #: Case 2 (seed 0 of the report's setup) falls in a few steps to 0.8133 and sits there.
@@ -140,9 +142,39 @@ def _cut_short(probe: dict, what: str) -> str:
             f"to let it finish.")
 
 
-@register("no-learning", AREA, needs=("probe:train",))
+def _frozen_finding(ev, counts: dict):
+    layers = counts["frozen_layers"]
+    names = ", ".join(list(layers)[:FROZEN_LAYERS_SHOWN]) + (
+        f" and {len(layers) - FROZEN_LAYERS_SHOWN} more" if len(layers) > FROZEN_LAYERS_SHOWN
+        else "")
+    return Finding(
+        code="no-learning", area=AREA, severity="error",
+        title=(f"the model cannot learn: all {counts['frozen']:,} of its weights are frozen "
+               f"({len(layers)} layers: {names})"),
+        explanation=("Every weight is marked as not trainable, so training computes the loss but "
+                     "changes nothing: the loss stays where it starts to the last digit and the "
+                     "accuracy stays at chance. Freezing is meant for a pretrained backbone, with "
+                     "a head left trainable; here nothing was left trainable."),
+        evidence={"trainable_weights": 0, "frozen_weights": counts["frozen"],
+                  "frozen_per_layer": layers},
+        fix=Fix("unfreeze the layers that must learn (at least the classifier head) and compile "
+                "/ build the optimizer again",
+                snippet(ev, keras="model.trainable = True  # or: layer.trainable = True on the "
+                                  "head\nmodel.compile(optimizer=..., loss=...)",
+                        torch="for p in model.parameters():  # or only the head's\n"
+                              "    p.requires_grad_(True)\n"
+                              "optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)")))
+
+
+@register("no-learning", AREA, needs=("probe:trainable",))
 def check_no_learning(ev):
-    tr = ev.probes["train"]
+    counts = ev.probes["trainable"]
+    if counts.get("trainable") == 0 and counts.get("frozen"):
+        return [_frozen_finding(ev, counts)]
+    tr = ev.probes.get("train")
+    if tr is None or tr.get("skipped"):
+        return [Skipped("no-learning", tr["skipped"] if tr else
+                        f"the train probe did not run at budget '{ev.budget}'")]
     if tr["steps"] < MIN_STEPS or tr.get("nonfinite_step") is not None:
         return [Skipped("no-learning", f"the probe ran {tr['steps']} finite steps; "
                                        f"{MIN_STEPS} are needed")]
@@ -159,10 +191,14 @@ def check_no_learning(ev):
                "optimizer": tr.get("optimizer")}
     flat = change is not None and change < NO_LEARNING_LOSS_CHANGE
     frozen = late is not None and late < NO_LEARNING_LOSS_CHANGE and at_chance
+    if counts.get("frozen"):
+        figures.update(frozen_weights=counts["frozen"], trainable_weights=counts["trainable"])
     if not (flat or frozen):
+        part = (f"; {counts['frozen']:,} frozen weights stay as they are, "
+                f"{counts['trainable']:,} train" if counts.get("frozen") else "")
         return [Passed("no-learning", f"the loss moved from {_g(tr['loss_first'])} to "
                                       f"{_g(tr['loss_last'])} ({_pct(change)}) over "
-                                      f"{tr['steps']} steps", figures)]
+                                      f"{tr['steps']} steps" + part, figures)]
     per_layer = wc.get("per_layer") or {}
     how = (f"loss {_g(tr['loss_first'])} -> {_g(tr['loss_last'])} over {tr['steps']} steps" if flat
            else f"loss frozen at {_g(tr['loss_last'])} from halfway, accuracy {_pct(acc)} "
@@ -569,6 +605,13 @@ def check_overfitting(ev):
     gaps = [a - v for a, v in pairs]
     figures = {"train_acc": [a for a, _ in pairs], "val_acc": [v for _, v in pairs],
                "gap": gaps, "epochs": len(pairs)}
+    refreshed = tr.get("val_acc_bn_refreshed")
+    if refreshed is not None and refreshed > pairs[-1][1]:
+        # batch norm's running statistics trailed the weights: the gap is judged with them
+        # re-estimated (probe_train)
+        gaps[-1] = pairs[-1][0] - refreshed
+        pairs[-1] = (pairs[-1][0], refreshed)
+        figures["val_acc_bn_refreshed"] = refreshed
     growing = len(gaps) >= 2 and gaps[-1] - gaps[0] >= OVERFIT_GAP_GROWTH
     if gaps[-1] < OVERFIT_GAP or not growing:
         return [Passed("overfitting", f"training vs validation accuracy after the probe: "

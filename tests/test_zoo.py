@@ -1,0 +1,145 @@
+"""The model zoo and its mutations: healthy architectures get no error, injected bugs are named.
+
+A subset of ``benchmarks/mutations.py`` (which runs every operator on every model): the
+smallest clean models over three seeds, a few operators on two models (one per framework), the
+batch-norm and frozen-weight cases that misfired before, and the zoo's own contract.
+"""
+import numpy as np
+import pytest
+import torch
+
+import cnndoctor
+from cnndoctor import runtime as rt
+from cnndoctor.zoo import ZOO
+from cnndoctor.zoo.config import Config
+from cnndoctor.zoo.mutations import BY_NAME, OPERATORS
+from tests.conftest import same_weights, weights_of
+
+TWO_MODELS = ("keras-cnn", "torch-cnn")
+SMALLEST = [name for name, e in ZOO.items() if e.smallest]
+SEEDS = (0, 1, 2)
+
+
+def _diagnose(setup, seed=0, budget="quick"):
+    return cnndoctor.diagnose(setup.model, **setup.diagnose_kwargs(), budget=budget, seed=seed)
+
+
+def _errors(report):
+    return [f.code for f in report.findings if f.severity == "error"]
+
+
+# --- the zoo's contract ---------------------------------------------------------------------
+
+def test_every_operator_names_known_codes_and_applies_to_both_frameworks():
+    from cnndoctor.checks import load_all
+
+    known = {c.code for c in load_all()}
+    for op in OPERATORS:
+        assert set(op.expect) <= known, op.name
+        frameworks = {e.framework for e in ZOO.values() if op.applies(e)}
+        assert frameworks == {"keras", "torch"}, op.name
+    assert {"torch", "keras"} == {ZOO[n].framework for n in SMALLEST}
+
+
+def test_builds_are_seeded_and_give_what_diagnose_takes():
+    for name in ("keras-bn-gap", "torch-resnet18"):
+        a, b, c = ZOO[name].build(0), ZOO[name].build(0), ZOO[name].build(1)
+        xa, xb, xc = (rt.to_numpy(s.train[0]) for s in (a, b, c))
+        assert np.array_equal(xa, xb) and not np.array_equal(xa, xc)
+        assert xa.dtype == np.float32 and 0.0 <= xa.min() and xa.max() <= 1.0
+        out = rt.predict(a.model, a.train[0][:4])
+        assert out.shape == (4, 4)  # four bar orientations
+
+
+# --- clean models: no error -----------------------------------------------------------------
+
+@pytest.mark.parametrize("name", SMALLEST)
+def test_smallest_clean_models_get_no_error_over_seeds(name):
+    for seed in SEEDS:
+        setup = ZOO[name].build(seed)
+        before = weights_of(setup.model)
+        report = _diagnose(setup, seed)
+        assert _errors(report) == [], (name, seed, [(f.code, f.title) for f in report.findings])
+        assert same_weights(before, weights_of(setup.model))
+
+
+@pytest.mark.parametrize("name", ["keras-bn-gap", "torch-bn-gap"])
+def test_batchnorm_gap_model_fits_its_batch(name):
+    """Conv-BN-ReLU + GAP: the batch is fitted in training mode while the running statistics
+    still trail; judged after re-estimating them, the overfit test passes."""
+    report = _diagnose(ZOO[name].build(0))
+    assert _errors(report) == [], [(f.code, f.title) for f in report.findings]
+    assert "cannot-overfit-batch" in {p.code for p in report.passed}
+
+
+def test_reestimating_batchnorm_reads_the_fitted_batch():
+    setup = ZOO["keras-bn-gap"].build(0)
+    model = rt.clone(setup.model)
+    xb, yb = setup.train[0][:16], setup.train[1][:16]
+    rt.fit(model, xb, yb, epochs=60, batch_size=16, max_steps=60, seed=0, lr=1e-2)
+    inference = rt.accuracy(rt.predict(model, xb), yb)
+    assert rt.reestimate_batchnorm(model, xb) == 3
+    refreshed = rt.accuracy(rt.predict(model, xb), yb)
+    assert refreshed == 1.0 and refreshed > inference
+    assert rt.reestimate_batchnorm(ZOO["keras-cnn"].build(0).model, xb[..., :1]) == 0
+
+
+# --- frozen weights -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", TWO_MODELS)
+def test_every_weight_frozen_by_mistake_is_no_learning(name):
+    setup = BY_NAME["freeze-all"].build(ZOO[name])
+    report = _diagnose(setup)
+    first = report.findings[0]
+    assert first.code == "no-learning" and first.severity == "error"
+    total = sum(int(np.prod(p.shape)) for p in (
+        setup.model.parameters() if isinstance(setup.model, torch.nn.Module)
+        and not hasattr(setup.model, "get_weights") else setup.model.weights))
+    assert first.evidence["trainable_weights"] == 0
+    assert first.evidence["frozen_weights"] == total == 9930
+    assert "frozen" in first.title and "9,930" in first.title
+
+
+@pytest.mark.parametrize("name", ["keras-frozen-backbone", "torch-frozen-backbone"])
+def test_frozen_backbone_with_trainable_head_is_not_no_learning(name):
+    report = _diagnose(ZOO[name].build(0))
+    assert report.get("no-learning") is None
+    assert _errors(report) == []
+    passed = next(p for p in report.passed if p.code == "no-learning")
+    assert passed.figures["frozen_weights"] == 4800 and passed.figures["trainable_weights"] > 0
+
+
+# --- mutations on two models ----------------------------------------------------------------
+
+@pytest.mark.parametrize("op", ["activation-before-softmax", "double-softmax", "shuffled-labels"])
+@pytest.mark.parametrize("name", TWO_MODELS)
+def test_injected_bug_is_ranked_first(op, name):
+    operator = BY_NAME[op]
+    report = _diagnose(operator.build(ZOO[name]))
+    assert report.findings and report.findings[0].code in operator.expect, \
+        [(f.code, f.severity) for f in report.findings]
+    if op != "shuffled-labels":  # a warning or an error, by the probe's p-value
+        assert report.findings[0].severity == "error"
+
+
+@pytest.mark.parametrize("name", TWO_MODELS)
+def test_too_few_output_units_refused_naming_the_output_layer(name):
+    setup = BY_NAME["output-size"].build(ZOO[name])
+    with pytest.raises(cnndoctor.InputError) as info:
+        _diagnose(setup)
+    message = str(info.value)
+    assert message.startswith("output-size-mismatch: the model has 7 output units but the "
+                              "labels name 10 classes")
+    assert "invalid-values" in message
+
+
+def test_fit_one_batch_turns_augmentation_off_on_the_copy_only():
+    setup = ZOO["keras-augmented"].build(0)
+    copy = rt.clone(setup.model)
+    assert len(rt.disable_augmentation(copy)) == 2  # RandomFlip, RandomTranslation
+    xb = torch.from_numpy(setup.train[0][:16])
+    with torch.no_grad():
+        a, b = copy(xb, training=True), copy(xb, training=True)
+        c, d = setup.model(xb, training=True), setup.model(xb, training=True)
+    assert torch.equal(a, b)  # the copy sees the same batch every step
+    assert not torch.equal(c, d)  # the user's model still augments
