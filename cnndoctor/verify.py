@@ -203,21 +203,33 @@ def _thin(values: list[float], points: int = CURVE_POINTS) -> list[float | None]
 
 
 def _run_many(trials: list[tuple[Trial, int]], budget: str, ctx) -> list[dict]:
+    from .progress import bar
+
     steps, secs = VERIFY_STEPS[budget], VERIFY_SECONDS[budget]
+    shown = bar(len(trials), "cnndoctor verification runs", wanted=getattr(ctx, "bars", True),
+                unit="run")
     try:
         from .executor import Job, run_jobs
     except ImportError:  # the executor is optional: run one after the other here
-        from .progress import bar
-
         out = []
-        with bar(len(trials), "cnndoctor verification runs",
-                 wanted=getattr(ctx, "bars", True), unit="run") as shown:
+        with shown:
             for t, s in trials:
                 out.append(run_trial(t, s, steps, secs))
                 shown.update(1, label=f"seed {s}")
         return out
     jobs = [Job(fn=run_trial, args=(t, s, steps, secs), label=f"seed {s}") for t, s in trials]
-    return run_jobs(jobs, getattr(ctx, "executor", "auto") or "auto", progress=ctx.say)
+    started = []
+
+    def say(line: str) -> None:  # one line per job as it starts: the one before it is done
+        if started:
+            shown.update(1)
+        started.append(line)
+        ctx.say(line)
+
+    with shown:
+        out = run_jobs(jobs, getattr(ctx, "executor", "auto") or "auto", progress=say)
+        shown.update(len(trials) - max(0, len(started) - 1))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

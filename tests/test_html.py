@@ -410,3 +410,20 @@ def test_sample_images_round_trip():
     arr = np.frombuffer(base64.b64decode(t["uint8_base64"]), np.uint8).reshape(t["shape"])
     assert arr.shape == (SAMPLE_IMAGES, THUMB_SIDE, 24, 3)
     assert t["range"][0] >= 0 and t["range"][1] <= 255 and arr.max() == 255 and arr.min() == 0
+
+
+def test_verification_runs_get_a_bar(monkeypatch):
+    import cnndoctor.verify as verify
+    from cnndoctor.probes import ProbeContext
+
+    lines = []
+    ran = []
+    monkeypatch.setattr(verify, "run_trial", lambda t, s, steps, secs: ran.append(s) or {"s": s})
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    term = _Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    ctx = ProbeContext(budget="quick", progress=lines.append)
+    ctx.executor = "inprocess"  # where the executor exists: these jobs run here, one by one
+    out = verify._run_many([(None, 0), (None, 1), (None, 2)], "quick", ctx)
+    assert [r["s"] for r in out] == [0, 1, 2] == ran
+    assert re.search(r"cnndoctor verification runs: +\d+%\|.*\| 3/3 ", term.getvalue())
