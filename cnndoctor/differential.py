@@ -10,6 +10,7 @@ figures. The probe gathers; those checks judge.
 """
 from __future__ import annotations
 
+import math
 import time
 
 from . import graph as g
@@ -32,10 +33,15 @@ MAX_TRAIN = {"quick": 1024, "standard": 2048, "thorough": 5000}
 #: An intervention "recovers training" when held-out accuracy rises by at least this much over
 #: the same run as the user has it (10 points: far above the 1-2 point seed noise of our cases).
 RECOVERY_GAIN = 0.10
-#: Learning-rate factors tried, in order: down first (a too-high rate is the commonest cause of
-#: NaN / exploding / dead units), then up.
+#: Learning-rate factors tried (up only for symptoms a too-low rate can cause), ordered by how
+#: close the rate comes to the optimizer's usual one (TYPICAL_LR).
 LR_DOWN = (0.1, 0.01, 0.001)
-LR_UP = (10.0,)
+LR_UP = (10.0, 100.0, 1000.0)
+#: Where each optimizer family usually trains a small CNN (the frameworks' defaults: Adam,
+#: RMSprop, Nadam 1e-3; Adadelta 1.0 as in Keras 2's examples; SGD 0.01-0.1, Karpathy's and
+#: fastai's usual range): the candidate rates are tried nearest to it first.
+TYPICAL_LR = {"sgd": 0.05, "adadelta": 1.0, "adagrad": 0.01}
+TYPICAL_LR_DEFAULT = 1e-3
 #: Symptoms for which a higher learning rate is a hypothesis (a too-low rate cannot make NaN).
 LR_UP_FOR = ("no-learning", "loss-plateau", "vanishing-gradient", "cannot-overfit-batch")
 SATURATING = ("sigmoid", "tanh", "hard_sigmoid", "softsign")
@@ -53,6 +59,13 @@ def unexplained(findings) -> list:
                     and c not in SYMPTOMS]:
                 out.append(f)
     return out
+
+
+def typical_lr(ev) -> float:
+    opt = ev.optimizer if ev.optimizer is not None else getattr(ev.model, "optimizer", None)
+    name = type(opt).__name__.lower() if opt is not None and not isinstance(opt, str) \
+        else str(opt or "").lower()
+    return next((v for k, v in TYPICAL_LR.items() if k in name), TYPICAL_LR_DEFAULT)
 
 
 def _saturating_layers(graph) -> list[str]:
@@ -98,9 +111,11 @@ def investigate(ev, ctx, findings):
     tried = []
     plan = []
     if user_lr:
-        plan += [("lr", user_lr * f) for f in LR_DOWN]
-        if set(codes) & set(LR_UP_FOR):
-            plan += [("lr", user_lr * f) for f in LR_UP]
+        factors = list(LR_DOWN) + (list(LR_UP) if set(codes) & set(LR_UP_FOR) else [])
+        # nearest to the rate this optimizer usually works at first: the likeliest hypothesis
+        typical = typical_lr(ev)
+        factors.sort(key=lambda f: abs(math.log10(user_lr * f / typical)))
+        plan += [("lr", user_lr * f) for f in factors]
     sat = _saturating_layers(ev.graph)
     if sat:
         plan.append(("relu", sat))

@@ -212,3 +212,15 @@ def test_keras_fixes_rebuild_copies():
     assert model.get_layer("d").activation.__name__ == "relu"  # the original is untouched
     assert m.count_params() < model.count_params()
     assert getattr(m, "compiled", False)
+
+
+def test_adam_a_thousand_times_too_slow_is_lr_too_low_ranked_first_at_quick():
+    x, y = _mnist(3000)
+    model = _keras_cnn(1e-6, "adam")
+    report = cnndoctor.diagnose(model, train=(x[:2400], y[:2400]), val=(x[2400:], y[2400:]),
+                                budget="quick")
+    first = report.findings[0]
+    assert first.code == "lr-too-low", report.codes
+    assert first.evidence["suggested_lr"] > 1e-5
+    assert first.evidence["accuracy_with_intervention"] - first.evidence["accuracy_as_trained"] \
+        >= 0.10
