@@ -20,14 +20,18 @@ def _keras_loss(ev, from_logits: bool):
     return cls(from_logits=from_logits), f"keras.losses.{cls.__name__}(from_logits={from_logits})"
 
 
+def _keras_with_loss(trial: Trial, ev, from_logits: bool) -> Trial:
+    loss, text = _keras_loss(ev, from_logits=from_logits)
+    return trial.change(model=trial.ops().recompile(trial.model, loss=loss), loss=loss,
+                        params={"loss": text})
+
+
 @register("loss-matches-output", treats=("double-softmax",),
           summary="the loss takes the model's probabilities (Keras from_logits=False; "
                   "PyTorch: drop the softmax at the end of the model)")
 def double_softmax(trial: Trial, finding, ev) -> Trial:
     if trial.framework == "keras":
-        loss, text = _keras_loss(ev, from_logits=False)
-        model = trial.ops().recompile(trial.model, loss=loss)
-        return trial.change(model=model, loss=loss, params={"loss": text})
+        return _keras_with_loss(trial, ev, from_logits=False)
     out = ev.graph.output_layer
     model = trial.ops().remove(trial.model, out.name, "softmax")
     return trial.change(model=model, params={"removed": out.label})
@@ -37,9 +41,7 @@ def double_softmax(trial: Trial, finding, ev) -> Trial:
           summary="a loss that applies the softmax itself to the model's logits")
 def missing_softmax(trial: Trial, finding, ev) -> Trial:
     if trial.framework == "keras":
-        loss, text = _keras_loss(ev, from_logits=True)
-        model = trial.ops().recompile(trial.model, loss=loss)
-        return trial.change(model=model, loss=loss, params={"loss": text})
+        return _keras_with_loss(trial, ev, from_logits=True)
     from torch import nn
 
     info = ev.graph.loss
