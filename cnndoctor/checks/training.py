@@ -25,6 +25,10 @@ FROZEN_LAYERS_SHOWN = 4
 #: model stays at chance: training accuracy within CHANCE_MARGIN of the majority-class share.
 #: Case 2 (seed 0 of the report's setup) falls in a few steps to 0.8133 and sits there.
 CHANCE_MARGIN = 0.05
+#: A loss that starts below this share of ln(C) belongs to a model that has already learned the
+#: task (case 5's trained model starts the probe at 0.068 = 3% of ln 10 with 99% training
+#: accuracy): its loss cannot fall by much, so a flat loss is not "no learning".
+ALREADY_LEARNED_SHARE = 0.1
 #: ... and it takes at least this many steps to say so.
 MIN_STEPS = 20
 #: loss-plateau: the final loss within this share of ln(C), and never below (1 - this share) of
@@ -190,6 +194,11 @@ def check_no_learning(ev):
                "train_accuracy": acc, "majority_class_share": majority,
                "optimizer": tr.get("optimizer")}
     flat = change is not None and change < NO_LEARNING_LOSS_CHANGE
+    ln_c = tr.get("ln_c")
+    if flat and ln_c and tr["loss_first"] < ALREADY_LEARNED_SHARE * ln_c and not at_chance \
+            and not (counts.get("trainable") == 0):
+        flat = False  # a trained model has little loss left to lose: a flat loss is expected
+        figures["already_learned"] = True
     frozen = late is not None and late < NO_LEARNING_LOSS_CHANGE and at_chance
     if counts.get("frozen"):
         figures.update(frozen_weights=counts["frozen"], trainable_weights=counts["trainable"])
