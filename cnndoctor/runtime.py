@@ -543,45 +543,33 @@ class WeightRef:
 
 def named_weights(model: Any) -> list[WeightRef]:
     """Trainable parameters grouped by the layer (Keras) or module (torch) that owns them."""
-    framework = framework_of(model)
-    refs: list[WeightRef] = []
-    if framework == "keras":
-        seen: set[int] = set()
-        for layer in model._flatten_layers(include_self=False, recursive=True):
-            own = getattr(layer, "_trainable_variables", None) or []
-            for v in own:
-                value = getattr(v, "value", None)
-                if value is None or id(value) in seen or not getattr(v, "trainable", True):
-                    continue
-                seen.add(id(value))
-                refs.append(WeightRef(layer.name, str(getattr(v, "name", "w")), value))
-        return refs
-    for mname, module in model.named_modules():
-        for pname, p in module.named_parameters(recurse=False):
-            if p.requires_grad:
-                refs.append(WeightRef(mname or type(model).__name__, pname, p))
-    return refs
+    return _weight_refs(model, trainable=True)
 
 
 def frozen_weights(model: Any) -> list[WeightRef]:
     """Learnable parameters that are frozen: Keras variables with ``trainable=False`` (a layer or
     model set ``trainable=False``), torch parameters with ``requires_grad=False``. Batch-norm
     running statistics are not parameters and are not listed."""
-    framework = framework_of(model)
+    return _weight_refs(model, trainable=False)
+
+
+def _weight_refs(model: Any, *, trainable: bool) -> list[WeightRef]:
+    """The learnable parameters whose trainable flag is ``trainable``, by owning layer/module."""
     refs: list[WeightRef] = []
-    if framework == "keras":
+    if framework_of(model) == "keras":
         seen: set[int] = set()
         for layer in model._flatten_layers(include_self=False, recursive=True):
             for v in getattr(layer, "_trainable_variables", None) or []:
                 value = getattr(v, "value", None)
-                if value is None or id(value) in seen or getattr(v, "trainable", True):
+                if value is None or id(value) in seen or \
+                        bool(getattr(v, "trainable", True)) != trainable:
                     continue
                 seen.add(id(value))
                 refs.append(WeightRef(layer.name, str(getattr(v, "name", "w")), value))
         return refs
     for mname, module in model.named_modules():
         for pname, p in module.named_parameters(recurse=False):
-            if not p.requires_grad:
+            if p.requires_grad == trainable:
                 refs.append(WeightRef(mname or type(model).__name__, pname, p))
     return refs
 
