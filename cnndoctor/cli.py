@@ -254,14 +254,11 @@ def _device_scope(model_spec: str, device: str | None):
 
 
 def _named_loss(name: str):
-    """A loss from its name: Keras names as strings, torch names as modules."""
-    torch_names = {"cross_entropy": "CrossEntropyLoss", "nll": "NLLLoss", "bce": "BCELoss",
-                   "bce_with_logits": "BCEWithLogitsLoss", "mse": "MSELoss"}
-    if name in torch_names:
-        import torch
+    """A loss from its name: torch short names (cross_entropy, nll, ...) as modules, anything
+    else as the Keras name it is."""
+    from .frameworks.torch.losses import SHORT_NAMES, by_name
 
-        return getattr(torch.nn, torch_names[name])()
-    return name
+    return by_name(name) if name in SHORT_NAMES else name
 
 
 # ---- checks ---------------------------------------------------------------------------------

@@ -153,10 +153,11 @@ def investigate(ev, ctx, findings):
 
 
 def _relu_for(model, layer: str, framework: str):
-    from .fixes import keras_ops, torch_ops
+    from .frameworks.keras import surgery as keras_surgery
+    from .frameworks.torch import surgery as torch_surgery
 
     if framework == "keras":
-        return keras_ops.set_activation(model, layer, "relu")
+        return keras_surgery.set_activation(model, layer, "relu")
     from torch import nn
 
-    return torch_ops.replace(model, layer, lambda old: nn.ReLU())
+    return torch_surgery.replace(model, layer, lambda old: nn.ReLU())

@@ -7,3 +7,7 @@ class InputError(ValueError):
 
 class NotAModelError(InputError, TypeError):
     """The object given as a model is neither a Keras 3 model nor a torch.nn.Module."""
+
+
+class CannotApply(Exception):
+    """A fix does not fit this model or setup; the message says why, in plain words."""

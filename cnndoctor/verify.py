@@ -154,10 +154,7 @@ def _score(outputs, labels, metric: str) -> float | None:
 def _outputs(model, x, framework: str, eval_mode: bool):
     if eval_mode or framework != "torch":
         return rt.predict(model, x)
-    import torch
-
-    with torch.no_grad(), rt._torch_modes(model, True):
-        return rt.to_numpy(rt._first_output(model(rt._as_input(model, framework, x))))
+    return rt.predict(model, x, training=True)
 
 
 def run_trial(trial: Trial, seed: int, steps: int, max_seconds: float) -> dict:

@@ -13,8 +13,9 @@ import torch.nn.functional as F  # noqa: E402
 
 import cnndoctor  # noqa: E402,F401  (sets the Keras backend before anything imports keras)
 from cnndoctor.adapters import describe  # noqa: E402
-from cnndoctor.adapters import torch_adapter  # noqa: E402
-from cnndoctor.adapters.torch_adapter import describe_torch, parse_torch_loss  # noqa: E402
+from cnndoctor.frameworks.torch import adapter as torch_adapter  # noqa: E402
+from cnndoctor.frameworks.torch.adapter import describe_torch  # noqa: E402
+from cnndoctor.frameworks.torch.losses import parse_torch_loss  # noqa: E402
 from cnndoctor.errors import InputError  # noqa: E402
 from cnndoctor.graph import (  # noqa: E402
     ACTIVATION, DROPOUT, GLOBAL_POOL, LOG_SOFTMAX, MERGE, NORM, POOL, RESCALE, SHAPE, SOFTMAX,

@@ -172,7 +172,7 @@ def test_torch_fixes_apply_to_copies():
     import torch
     from torch import nn
 
-    from cnndoctor.fixes import torch_ops
+    from cnndoctor.frameworks.torch import surgery as torch_ops
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Conv2d(4, 8, 26), nn.Flatten(),
@@ -193,7 +193,7 @@ def test_torch_fixes_apply_to_copies():
 def test_keras_fixes_rebuild_copies():
     import keras
 
-    from cnndoctor.fixes import keras_ops
+    from cnndoctor.frameworks.keras import surgery as keras_ops
 
     model = keras.Sequential([keras.Input((28, 28, 1)),
                               keras.layers.Conv2D(4, 3, name="c1"),

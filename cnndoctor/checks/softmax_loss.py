@@ -17,8 +17,9 @@ def _fix_double(ev, out_layer, loss):
 
 
 def _keras_loss_class(loss):
-    return {"sparse_categorical_crossentropy": "SparseCategoricalCrossentropy",
-            "binary_crossentropy": "BinaryCrossentropy"}.get(loss.name, "CategoricalCrossentropy")
+    from ..frameworks.keras.losses import class_name
+
+    return class_name(loss) or "CategoricalCrossentropy"
 
 
 @register("double-softmax", "model", needs=("loss",),

@@ -10,8 +10,8 @@ template, the loss, the optimizer, the data, how the model is evaluated) into a 
                             params={"layer": name})
 
 The user's objects are never changed: ``trial.model`` is already a copy, and a fix that edits the
-architecture builds another one (``cnndoctor/fixes/keras_ops.py`` and ``torch_ops.py`` hold the
-per-framework surgery). A fix that cannot apply to this model raises ``CannotApply`` with the
+architecture builds another one (``surgery.py`` in ``cnndoctor/frameworks/keras/`` and
+``cnndoctor/frameworks/torch/`` holds the per-framework changes). A fix that cannot apply to this model raises ``CannotApply`` with the
 reason, which the report shows. Modules are found by walking the package: adding a fix is one
 file and its test, no list to edit.
 """
@@ -26,8 +26,7 @@ from typing import Any, Callable
 import numpy as np
 
 
-class CannotApply(Exception):
-    """The fix does not fit this model or setup; the message says why, in plain words."""
+from ..errors import CannotApply  # noqa: F401  (fixes raise it; defined beside the other errors)
 
 
 @dataclass
@@ -76,8 +75,8 @@ class Trial:
         return out
 
     def ops(self):
-        """The model surgery of this trial's framework (``keras_ops`` or ``torch_ops``)."""
-        return importlib.import_module(f"{__name__}.{self.framework}_ops")
+        """The model surgery of this trial's framework (``cnndoctor/frameworks/<name>/surgery.py``)."""
+        return importlib.import_module(f"cnndoctor.frameworks.{self.framework}.surgery")
 
 
 _current: dict[str, str] = {}

@@ -8,16 +8,13 @@ from . import CannotApply, Trial, register
 
 
 def _keras_loss(ev, from_logits: bool):
-    import keras
+    from ..frameworks.keras.losses import with_from_logits
 
     info = ev.graph.loss
-    classes = {"sparse_categorical_crossentropy": keras.losses.SparseCategoricalCrossentropy,
-               "binary_crossentropy": keras.losses.BinaryCrossentropy,
-               "categorical_crossentropy": keras.losses.CategoricalCrossentropy}
-    cls = classes.get(info.name if info else "", None)
-    if cls is None:
+    loss = with_from_logits(info, from_logits)
+    if loss is None:
         raise CannotApply(f"the loss {info.source if info else '?'} has no from_logits setting")
-    return cls(from_logits=from_logits), f"keras.losses.{cls.__name__}(from_logits={from_logits})"
+    return loss, f"keras.losses.{type(loss).__name__}(from_logits={from_logits})"
 
 
 def _keras_with_loss(trial: Trial, ev, from_logits: bool) -> Trial:

@@ -112,20 +112,20 @@ def _split(ev: Evidence, budget: str, seed: int) -> dict:
     if ev.val is not None and len(ev.val) > 0:
         vx, vy = ev.val.x, (ev.val.y if ev.val.y is not None else ev.val.labels)
         vidx = np.sort(rng.permutation(len(ev.val))[:MAX_VAL[budget]])
-        val = (rt._take(vx, vidx), rt.to_numpy(vy)[vidx])
+        val = (rt.take(vx, vidx), rt.to_numpy(vy)[vidx])
         tidx = np.sort(rng.permutation(n)[:MAX_TRAIN[budget]])
     elif n >= 50:
         order = rng.permutation(n)
         n_val = min(MAX_VAL[budget], max(10, n // 5))
         vidx, tidx = np.sort(order[:n_val]), np.sort(order[n_val:n_val + MAX_TRAIN[budget]])
-        val = (rt._take(x, vidx), rt.to_numpy(y)[vidx])
+        val = (rt.take(x, vidx), rt.to_numpy(y)[vidx])
         note = f"no validation data: {n_val} training samples were held out for accuracies"
     else:
         tidx = np.arange(n)
         val = (x, rt.to_numpy(y))
         note = "no validation data and too few samples to hold some out: accuracies are measured " \
                "on the training samples"
-    train = (rt._take(x, tidx), rt.to_numpy(y)[tidx])
+    train = (rt.take(x, tidx), rt.to_numpy(y)[tidx])
     return {"train": train, "val": val, "note": note,
             "num_classes": ev.num_classes or int(rt.integer_labels(y).max()) + 1}
 
@@ -165,10 +165,7 @@ def logits_relu_name(graph: g.ModelGraph) -> str | None:
 class LayerRecorder:
     """Records ReLU activity, gradient norms and update ratios on sampled steps of a run.
 
-    Keras layers on the torch backend bypass ``torch.nn.Module.__call__``, so forward hooks do not
-    fire on them: Keras ReLU layers (and layers with a fused ReLU) get their ``call`` wrapped on
-    the instance. torch models get forward hooks on ReLU modules, and a ``TorchFunctionMode``,
-    entered only on recorded steps, sees ``F.relu`` / ``torch.relu`` / ``x.relu()`` inside forward.
+    The taps on the ReLUs are the framework's (``frameworks/<framework>/recording.py``).
     Recording is off except on sampled steps; ``close()`` removes everything.
     """
 
@@ -182,7 +179,6 @@ class LayerRecorder:
         self.stats: dict[str, dict] = {}  # layer -> {"share": [...], "ever": deque, "units": n}
         self.order: list[str] = []
         self._calls: dict[str, int] = {}
-        self._undo: list = []
         self._function_names = _graph_function_relus(graph, model) if graph else []
         self._function_count = 0
         self.weights = rt.named_weights(model)
@@ -192,47 +188,14 @@ class LayerRecorder:
         self.grad_steps: list[int] = []
         self.nonfinite_grad_step: int | None = None
         self._snapshot: dict[str, Any] | None = None
-        self._hooks: list = []
-        self._mode = None
         self._install()
 
     # -- activations ------------------------------------------------------------------------
     def _install(self) -> None:
-        if self.framework == "keras":
-            for layer in self.model._flatten_layers(include_self=False, recursive=True):
-                if _keras_relu(layer):
-                    original = layer.call
-                    axis = 1 if getattr(layer, "data_format", None) == "channels_first" else -1
+        from ..frameworks import module
 
-                    def call(*args, _orig=original, _name=layer.name, _axis=axis, **kwargs):
-                        out = _orig(*args, **kwargs)
-                        if self.active:
-                            self._record(_name, out, _axis)
-                        return out
-
-                    layer.call = call
-                    self._undo.append(lambda layer=layer: _restore_call(layer))
-            return
-        import torch
-
-        self._depth = [0]
-        # Hooks on ReLU modules are attached only while a sampled step runs (begin_recording), so
-        # the steps in between run without them.
-        self._relu_modules = [(name or "relu", module) for name, module in self.model.named_modules()
-                              if type(module).__name__.lower() in ("relu", "relu6")]
-        recorder = self
-        relu_fns = {torch.relu, torch.nn.functional.relu, torch.nn.functional.relu6,
-                    torch.Tensor.relu, torch.relu_, torch.Tensor.relu_,
-                    torch.nn.functional.relu_}
-
-        class _Mode(torch.overrides.TorchFunctionMode):
-            def __torch_function__(self, func, types, args=(), kwargs=None):
-                out = func(*args, **(kwargs or {}))
-                if func in relu_fns and recorder._depth[0] == 0 and isinstance(out, torch.Tensor):
-                    recorder._record(recorder._function_name(), out, 1)
-                return out
-
-        self._mode_cls = _Mode
+        taps = module(self.framework, "recording").ReluTaps
+        self._taps = taps(self.model, self._record, self._function_name)
 
     def _function_name(self) -> str:
         k = self._function_count
@@ -249,32 +212,11 @@ class LayerRecorder:
         self._function_count = 0
         self._calls = {}
         self.active = True
-        if self.framework != "torch" or self._mode is not None:
-            return
-
-        def pre(mod, inputs):
-            self._depth[0] += 1
-
-        for name, module in self._relu_modules:
-            def post(mod, inputs, output, _name=name):
-                self._depth[0] -= 1
-                if self.active:
-                    self._record(_name, output, 1)
-
-            self._hooks.append(module.register_forward_pre_hook(pre))
-            self._hooks.append(module.register_forward_hook(post))
-        self._depth[0] = 0
-        self._mode = self._mode_cls()
-        self._mode.__enter__()
+        self._taps.begin()
 
     def end_recording(self) -> None:
         self.active = False
-        if self._mode is not None:
-            mode, self._mode = self._mode, None
-            mode.__exit__(None, None, None)
-        for handle in self._hooks:
-            handle.remove()
-        self._hooks = []
+        self._taps.end()
 
     @contextlib.contextmanager
     def forward(self, step: int):
@@ -405,30 +347,7 @@ class LayerRecorder:
 
     def close(self) -> None:
         self.end_recording()
-        for undo in self._undo:
-            try:
-                undo()
-            except Exception:
-                pass
-        self._undo = []
-
-
-def _restore_call(layer: Any) -> None:
-    try:
-        del layer.call  # the class's own call shows through again
-    except AttributeError:
-        pass
-
-
-def _keras_relu(layer: Any) -> bool:
-    cls = type(layer).__name__
-    if cls == "ReLU":
-        return float(getattr(layer, "negative_slope", 0.0) or 0.0) == 0.0
-    act = getattr(layer, "activation", None)
-    if act is None or isinstance(act, str):
-        return isinstance(act, str) and act in RELU_FAMILY
-    name = getattr(act, "__name__", "")
-    return name in RELU_FAMILY
+        self._taps.close()
 
 
 def _graph_function_relus(graph: g.ModelGraph, model: Any) -> list[str]:
@@ -567,7 +486,7 @@ def probe_init(ev: Evidence, ctx: ProbeContext) -> None:
     data = _split(ev, ctx.budget, _probe_seed(ctx, 1))
     x, y = data["train"]
     k = min(len(y), INIT_SAMPLES[ctx.budget])
-    x, y = rt._take(x, np.arange(k)), y[:k]
+    x, y = rt.take(x, np.arange(k)), y[:k]
     c = data["num_classes"]
     outputs = rt.predict(ev.model, x)
     probs = rt.output_probabilities(outputs, ev.graph.output_activation)
@@ -611,8 +530,8 @@ def probe_train(ev: Evidence, ctx: ProbeContext) -> None:
                           val=data["val"], max_steps=steps, max_seconds=TRAIN_SECONDS[budget])
     result["weight_change"] = weight_change(before, model)
     k = min(len(ytr), INIT_SAMPLES[budget])
-    result["train_acc_eval"] = rt.accuracy(rt.predict(model, rt._take(xtr, np.arange(k))), ytr[:k])
-    if data["val"] is not None and rt.reestimate_batchnorm(model, rt._take(xtr, np.arange(k))):
+    result["train_acc_eval"] = rt.accuracy(rt.predict(model, rt.take(xtr, np.arange(k))), ytr[:k])
+    if data["val"] is not None and rt.reestimate_batchnorm(model, rt.take(xtr, np.arange(k))):
         # After a short run batch norm's running statistics still trail the weights (Keras'
         # momentum 0.99 keeps 45% of the initial statistics after 80 steps): validation accuracy
         # read with them understates what the model learned. Measured again with statistics
@@ -697,7 +616,7 @@ def probe_overfit_batch(ev: Evidence, ctx: ProbeContext) -> None:
             if members and len(idx) < OVERFIT_SAMPLES:
                 idx.append(members.pop())
     idx_arr = np.sort(np.asarray(idx))
-    xb, yb = rt._take(x, idx_arr), rt.to_numpy(y)[idx_arr]
+    xb, yb = rt.take(x, idx_arr), rt.to_numpy(y)[idx_arr]
     steps = OVERFIT_STEPS[ctx.budget]
     attempts = []
     deadline = time.perf_counter() + OVERFIT_SECONDS[ctx.budget]  # for all attempts together

@@ -624,17 +624,9 @@ def _shifted_evaluation(evals, trained, val):
 
 
 def _torch_loss_from_name(name: str | None):
-    if not name:
-        return None
-    import torch
+    from ..frameworks.torch.losses import by_name
 
-    if name.startswith("F."):
-        return getattr(torch.nn.functional, name[2:], None)
-    cls = getattr(torch.nn, name, None)
-    try:
-        return cls() if cls is not None else None
-    except TypeError:
-        return None
+    return by_name(name)
 
 
 def _keras_layout() -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Callable
 
-from . import CannotApply
+from ...errors import CannotApply
 
 #: What a functional call or method is called in a torch.fx graph, by kind of step.
 FX_NAMES = {

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from . import CannotApply
+from ...errors import CannotApply
 
 
 def _keras():
@@ -23,7 +23,7 @@ def _fresh(layer):
 
 def rebuild(model: Any, change: Callable[[Any], Any | None]) -> Any:
     """A new model in which each layer is ``change(layer)`` (None: an unchanged fresh copy)."""
-    from .. import runtime as rt
+    from .runtime import compile_like
 
     keras = _keras()
 
@@ -37,7 +37,7 @@ def rebuild(model: Any, change: Callable[[Any], Any | None]) -> Any:
         raise CannotApply(f"the Keras model {model.name!r} cannot be rebuilt layer by layer "
                           f"({type(exc).__name__}: {exc}); apply the change in your code") from exc
     if getattr(model, "compiled", False):
-        rt._compile_keras_like(twin, model)
+        compile_like(twin, model)
     return twin
 
 
@@ -142,8 +142,8 @@ def pooled_head(model: Any, name: str, filters: int) -> Any:
 
 def recompile(model: Any, *, loss: Any = None) -> Any:
     """A fresh copy compiled with ``loss`` (the rest of the compile settings kept)."""
-    from .. import runtime as rt
+    from .runtime import compile_like
 
     twin = rebuild(model, lambda layer: None)
-    rt._compile_keras_like(twin, model, loss=loss)
+    compile_like(twin, model, loss=loss)
     return twin

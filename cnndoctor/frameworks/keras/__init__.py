@@ -1,0 +1,1 @@
+"""Keras 3 on the torch backend: see ``cnndoctor/frameworks/__init__.py`` for the modules."""

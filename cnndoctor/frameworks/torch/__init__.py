@@ -1,0 +1,1 @@
+"""PyTorch: see ``cnndoctor/frameworks/__init__.py`` for the modules."""
