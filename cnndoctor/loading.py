@@ -233,6 +233,8 @@ def _load_keras(path: str, kind: str, trust_pickle: bool, advice: _Advice):
     if kind != expected:
         raise InputError(f"could not read {path} (corrupt or not a Keras file): {_WHAT[kind]}"
                          f"{_rename_hint(path, kind) if kind in ('keras', 'hdf5') else ''}.")
+    if kind == "hdf5":
+        _require_readable_hdf5(path)
     import keras
 
     try:
@@ -256,6 +258,20 @@ def _load_keras(path: str, kind: str, trust_pickle: bool, advice: _Advice):
             raise InputError(f"could not read {path} (corrupt or not a Keras file): "
                              f"{_first_line(exc)}.") from exc
         raise InputError(f"could not load the Keras model {path}: {_first_line(exc)}.") from exc
+
+
+def _require_readable_hdf5(path: str) -> None:
+    """A truncated or damaged HDF5 file is said before Keras is imported (seconds)."""
+    try:
+        import h5py
+    except ImportError:  # Keras reads .h5 with h5py; without it, Keras says so itself
+        return
+    try:
+        with h5py.File(path, "r"):
+            pass
+    except OSError as exc:
+        raise InputError(f"could not read {path} (corrupt or not a Keras file): "
+                         f"{_first_line(exc)}.") from exc
 
 
 def _load_torch_model(path: str, kind: str, trust_pickle: bool, advice: _Advice):
