@@ -350,6 +350,11 @@ diagnose(build(), train=(x.reshape(-1)[:len(y)], y), loss=loss, budget="static",
     add(Case("images of mixed sizes in a folder", "cli",
              _check("model.py:build_for_folders", "--train-dir", "mixed"), exit_code=0, finding="resized",
              setup=_files("model.py", "mixed")))
+    add(Case("a list of images of mixed sizes", "api", code=_api("""
+small, large = list(x[:30]), list(np.zeros((30, 1, 10, 10), np.float32))
+diagnose(build(), train=(small + large, np.concatenate([y[:30], y[:30]])), loss=loss,
+         budget="static", progress=False)
+"""), setup=_files("model.py", "train.npz")))
     add(Case("empty folder", "cli", _check("model.py:build", "--train-dir", "empty_folder"),
              setup=_files("model.py", "empty_folder")))
     add(Case("class folders with no images", "api", code=_api("""

@@ -34,12 +34,32 @@ def to_numpy(value: Any, what: str) -> np.ndarray:
     try:
         arr = np.asarray(value)
     except Exception as exc:
+        shapes = _item_shapes(value)
+        if len(shapes) > 1:
+            raise InputError(f"{what} are of different shapes ({', '.join(map(str, shapes[:3]))}"
+                             f"{', ...' if len(shapes) > 3 else ''}): expected one size; resize "
+                             f"them to the model's input size first.") from exc
         raise InputError(f"{what} could not be read as an array ({type(value).__name__}): "
                          f"expected a numpy array or a tensor.") from exc
     if arr.dtype == object:
         raise InputError(f"{what} is an array of Python objects (ragged or mixed types): expected "
                          f"a numeric array with one fixed shape per sample.")
     return arr
+
+
+def _item_shapes(value: Any) -> list[tuple]:
+    """The distinct shapes of the items of a list or tuple (in order of appearance)."""
+    if not isinstance(value, (list, tuple)):
+        return []
+    shapes = []
+    for item in value:
+        try:
+            shape = tuple(np.shape(item))
+        except Exception:  # an item that is ragged itself
+            shape = ("ragged",)
+        if shape not in shapes:
+            shapes.append(shape)
+    return shapes
 
 
 def split_pair(pair: Any, what: str) -> tuple[Any, Any]:
@@ -62,7 +82,10 @@ def split_pair(pair: Any, what: str) -> tuple[Any, Any]:
 def _looks_like_array_list(pair) -> bool:
     # [img1, img2] where both are same-shaped arrays of rank >= 2: a list of images, not (x, y)
     a, b = pair
-    sa, sb = np.shape(a), np.shape(b)
+    try:
+        sa, sb = np.shape(a), np.shape(b)
+    except ValueError:  # ragged: a list of images of different sizes, not an array
+        return False
     return len(sa) >= 2 and sa == sb
 
 
