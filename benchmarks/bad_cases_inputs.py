@@ -9,6 +9,7 @@ sets cases up from two threads) and copied into the case's folder.
 """
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -129,9 +130,9 @@ def _make_store(root: Path) -> None:
     import keras
 
     keras.utils.set_random_seed(0)
-    km = keras.Sequential([keras.Input((SIDE, SIDE, 1)), keras.layers.Conv2D(4, 3, activation="relu"),
-                           keras.layers.Flatten(), keras.layers.Dense(CLASSES,
-                                                                       activation="softmax")])
+    km = keras.Sequential([keras.Input((SIDE, SIDE, 1)),
+                           keras.layers.Conv2D(4, 3, activation="relu"), keras.layers.Flatten(),
+                           keras.layers.Dense(CLASSES, activation="softmax")])
     km.compile("adam", "sparse_categorical_crossentropy")
     km.save(root / "model.keras")
     km.save(root / "model.h5")
@@ -147,7 +148,6 @@ def _make_store(root: Path) -> None:
     (root / "truncated.h5").write_bytes(data[: len(data) // 3])
     (root / "notes.txt").write_text("this is not a model\n")
 
-    _folder(root / "folder", x, y)
     mixed, my = _images(1, n=30, side=10)
     _folder(root / "mixed", x, y, extra=(mixed, my))
     _folder(root / "broken_image", x[:30], y[:30])
@@ -184,6 +184,7 @@ def _files(*names: str, rename: dict | None = None):
         with _lock:
             if _store is None:
                 root = Path(tempfile.mkdtemp(prefix="cnndoctor-bad-inputs-"))
+                atexit.register(shutil.rmtree, root, True)
                 _make_store(root)
                 _store = root
         for name in names:
@@ -348,7 +349,8 @@ diagnose(build(), train=(x.reshape(-1)[:len(y)], y), loss=loss, budget="static",
     add(Case("NaN in the images", "cli", _check("model.py:build", "--train", "nan.npz"),
              setup=_files("model.py", "nan.npz")))
     add(Case("images of mixed sizes in a folder", "cli",
-             _check("model.py:build_for_folders", "--train-dir", "mixed"), exit_code=0, finding="resized",
+             _check("model.py:build_for_folders", "--train-dir", "mixed"), exit_code=0,
+             finding="resized",
              setup=_files("model.py", "mixed")))
     add(Case("a list of images of mixed sizes", "api", code=_api("""
 small, large = list(x[:30]), list(np.zeros((30, 1, 10, 10), np.float32))

@@ -1,7 +1,6 @@
 """Untrusted files and bad inputs: a pickle that would run code is refused (and does not run), a
 trusted pickled module loads, weights load into a model built in code, nothing tries the network,
 and every case of ``benchmarks/bad_inputs.py`` ends as documented."""
-import os
 import socket
 import sys
 from pathlib import Path
