@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 
 from .api import diagnose  # noqa: E402
 from .errors import InputError  # noqa: E402
+from .loading import load_model  # noqa: E402
 from .report import Finding, Passed, Report, Skipped  # noqa: E402
 
-__all__ = ["diagnose", "Report", "Finding", "Passed", "Skipped", "InputError", "__version__"]
+__all__ = ["diagnose", "load_model", "Report", "Finding", "Passed", "Skipped", "InputError", "__version__"]

@@ -1,14 +1,15 @@
 """``cnndoctor.diagnose``: the Python entry point."""
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Callable
 
 from . import _backend
 from .adapters import describe, framework_of
 from . import pipelines
-from .data import make_dataset
-from .errors import InputError
+from .data import make_dataset, require_trainable
+from .errors import InputError, NotAModelError
 from .evidence import Evidence
 from .probes import BUDGETS, ProbeContext, run_probes
 from .ranking import rank
@@ -28,11 +29,15 @@ def diagnose(model: Any, train: Any = None, val: Any = None, *, loss: Any = None
     """Find out why ``model`` fails to train or generalize.
 
     model: a Keras 3 model or a ``torch.nn.Module`` (never modified: probes work on copies).
+        ``diagnose`` opens no model file and unpickles nothing: read a file with
+        ``cnndoctor.load_model(path)`` (Keras safe mode, torch ``weights_only=True``; a pickled
+        module only with ``trust_pickle=True``).
     train, val: ``(x, y)`` pairs of images and labels in the layout the model takes (labels as
         integer classes or one-hot rows); ``val`` is optional. Or a data pipeline: a torch
         ``Dataset``/``DataLoader`` (transforms included), a Keras ``PyDataset``, a generator or
         iterable of ``(x, y)`` batches, or a folder path with one sub-folder per class; a
-        bounded sample of it is read (``cnndoctor/pipelines``).
+        bounded sample of it is read (``cnndoctor/pipelines``). Or the path of an .npz file
+        with 'x' and 'y' (read with ``allow_pickle=False``). Training data needs two classes.
     loss, optimizer: as used in training. Keras: taken from ``model.compile`` when omitted.
         PyTorch: the loss module or function (``nn.CrossEntropyLoss()``, ``F.cross_entropy``)
         and the optimizer over ``model.parameters()``.
@@ -65,6 +70,11 @@ def diagnose(model: Any, train: Any = None, val: Any = None, *, loss: Any = None
                          f"text, got {type(progress).__name__}.")
     timings: dict[str, float] = {}
     start = time.perf_counter()
+    if isinstance(model, (str, os.PathLike)):  # files are opened by load_model, never here
+        raise NotAModelError(
+            f"expected a Keras 3 model or a torch.nn.Module as the model, got the path "
+            f"{os.fspath(model)!r}: read it first with cnndoctor.load_model("
+            f"{os.fspath(model)!r}) (safe: no unpickling unless trust_pickle=True).")
     framework = framework_of(model)
     data_format = "channels_last" if framework == "keras" else "channels_first"
     if framework == "keras" and _backend.keras_backend() not in (None, "torch"):
@@ -85,6 +95,8 @@ def diagnose(model: Any, train: Any = None, val: Any = None, *, loss: Any = None
                                                       require_labels=require_labels)
 
     train_ds = read("training", train, require_labels=True)
+    if not captured:  # what a script trained on is diagnosed as it was (cnndoctor run)
+        require_trainable(train_ds)
     val_ds = read("validation", val, True, train_ds) if val is not None else None
     eval_list = []
     if evaluate is not None:

@@ -142,88 +142,44 @@ def _expectation_gaps(case, report, verify: bool = False) -> list[str]:
 
 # ---- check ----------------------------------------------------------------------------------
 
-def _load_model(spec: str):
-    """A model from a .keras/.h5 file, a torch file, or 'file.py:name' (function or object)."""
-    if ":" in spec and spec.split(":", 1)[0].endswith(".py"):
-        import runpy
-
-        path, name = spec.split(":", 1)
-        if not os.path.isfile(path):
-            raise _Exit(f"model file {path} does not exist")
-        namespace = runpy.run_path(path, run_name="cnndoctor_model")
-        if name not in namespace:
-            raise _Exit(f"{path} defines no {name!r}; expected a model or a function returning "
-                        f"one")
-        obj = namespace[name]
-        model = obj() if callable(obj) and not hasattr(obj, "parameters") and \
-            not hasattr(obj, "layers") else obj
-        return model, namespace.get("loss") or namespace.get("LOSS")
-    if not os.path.isfile(spec):
-        raise _Exit(f"model file {spec} does not exist")
-    if spec.endswith((".keras", ".h5")):
-        import keras
-
-        try:
-            return keras.models.load_model(spec, compile=True), None
-        except Exception as exc:
-            raise _Exit(f"could not load the Keras model {spec}: {type(exc).__name__}: {exc}")
-    if spec.endswith((".pt", ".pth")):
-        import torch
-
-        try:
-            obj = torch.load(spec, weights_only=False, map_location="cpu")
-        except Exception as exc:
-            raise _Exit(f"could not load {spec}: {type(exc).__name__}: {exc}")
-        if isinstance(obj, dict):
-            raise _Exit(f"{spec} holds a state_dict (weights only); cnndoctor needs the model "
-                        f"itself: pass 'model.py:build' naming a function that builds it")
-        return obj, None
-    raise _Exit(f"cannot tell what kind of model {spec} is: expected a .keras/.h5 file, a .pt "
-                f"file holding a whole torch module, or 'file.py:name'")
-
-
-def _load_pair(path: str | None, what: str):
-    if path is None:
-        return None
-    import numpy as np
-
-    if not os.path.isfile(path):
-        raise _Exit(f"{what} file {path} does not exist")
-    try:
-        data = np.load(path, allow_pickle=False)
-    except Exception as exc:
-        raise _Exit(f"could not read {what} file {path} as .npz/.npy: {exc}")
-    if not hasattr(data, "files"):
-        return data
-    keys = {k.lower(): k for k in data.files}
-    x = next((keys[k] for k in ("x", "images", "x_train", "x_val", "x_test") if k in keys), None)
-    y = next((keys[k] for k in ("y", "labels", "y_train", "y_val", "y_test") if k in keys), None)
-    if x is None:
-        raise _Exit(f"{path} has arrays {data.files}; expected 'x' (images) and 'y' (labels)")
-    return (data[x], data[y]) if y else data[x]
+def _model_spec(args) -> str:
+    """The model named by the positional MODEL or by --model (the same thing; one of them)."""
+    positional, option = args.model, getattr(args, "model_option", None)
+    if positional and option and positional != option:
+        raise _Exit(f"two models given ({positional} and --model {option}): give one")
+    spec = positional or option
+    if not spec:
+        raise _Exit("no model: pass MODEL (or --model MODEL): a .keras/.h5 file, a .pt file "
+                    "holding a torch module (with --trust-pickle), or 'model.py:build' "
+                    "[--weights weights.pt]")
+    return spec
 
 
 def cmd_check(args) -> int:
     from .api import diagnose
+    from .loading import load, load_arrays
 
+    spec = _model_spec(args)
     data = {}
     for key, what in (("train", "training data"), ("val", "validation data"),
                       ("evaluate", "evaluation data"), ("reference", "reference data")):
         npz, folder = getattr(args, key), getattr(args, f"{key}_dir", None)
         if npz and folder:
             raise _Exit(f"give the {what} once: --{key} NPZ or --{key}-dir DIR, not both")
-        data[key] = _data_dir(folder, key) if folder else _load_pair(npz, what)
+        data[key] = _data_dir(folder, key) if folder else \
+            (load_arrays(npz, what) if npz is not None else None)
     if data["train"] is None:
         raise _Exit("no training data: pass --train NPZ or --train-dir DIR (one sub-folder of "
                     "images per class)")
-    with _device_scope(args.model, args.device):
-        model, loss = _load_model(args.model)
+    with _device_scope(spec, args.device):
+        loaded = load(spec, weights=args.weights, trust_pickle=args.trust_pickle)
+        model, loss = loaded.model, loaded.loss
         if args.loss:
             loss = _named_loss(args.loss)
         report = diagnose(model, **data, loss=loss, batch_size=args.batch_size,
                           budget=args.budget, seed=args.seed, verify=args.verify,
                           executor=args.executor,
-                          progress=_progress(args.quiet) or False, title=os.path.basename(args.model),
+                          progress=_progress(args.quiet) or False, title=os.path.basename(spec),
                           device=args.device)
     print(report.render(color=sys.stdout.isatty() and not os.environ.get("NO_COLOR"),
                         verbose=args.verbose))
@@ -312,8 +268,21 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     check = sub.add_parser("check", help="diagnose a saved model on data files")
-    check.add_argument("model", help="a .keras/.h5 file, a .pt file holding a torch module, or "
-                                     "'file.py:name' (a model or a function building one)")
+    check.add_argument("model", nargs="?", metavar="MODEL",
+                       help="a .keras/.h5 file, 'file.py:name' (a model or a function building "
+                            "one; with --weights), or a .pt file holding a whole torch module "
+                            "(only with --trust-pickle)")
+    check.add_argument("--model", dest="model_option", metavar="MODEL",
+                       help="the same as the positional MODEL")
+    check.add_argument("--weights", metavar="FILE",
+                       help="weights for the model that 'file.py:name' builds: a torch "
+                            "state_dict (.pt/.pth, read with weights_only=True) or Keras "
+                            "weights (.weights.h5)")
+    check.add_argument("--trust-pickle", action="store_true",
+                       help="open a .pt file holding a whole pickled module, or a .keras file "
+                            "with a Lambda layer: unpickling runs code stored in the file, so "
+                            "only for files you trust (the safe way: --model model.py:build "
+                            "--weights weights.pt)")
     check.add_argument("--train", metavar="NPZ",
                        help=".npz with 'x' (images) and 'y' (labels) used in training")
     for key, what in (("train", "training images"), ("val", "validation images"),

@@ -15,6 +15,9 @@ from .evidence import Dataset
 
 # Sizes an axis of channels takes in image data: gray, RGB, RGBA.
 CHANNEL_SIZES = (1, 3, 4)
+#: A classifier learns to tell classes apart: training data needs at least two of them (and so
+#: at least two images); with one, every probe's accuracy is 100% by construction.
+MIN_TRAINING_CLASSES = 2
 
 
 def to_numpy(value: Any, what: str) -> np.ndarray:
@@ -31,12 +34,32 @@ def to_numpy(value: Any, what: str) -> np.ndarray:
     try:
         arr = np.asarray(value)
     except Exception as exc:
+        shapes = _item_shapes(value)
+        if len(shapes) > 1:
+            raise InputError(f"{what} are of different shapes ({', '.join(map(str, shapes[:3]))}"
+                             f"{', ...' if len(shapes) > 3 else ''}): expected one size; resize "
+                             f"them to the model's input size first.") from exc
         raise InputError(f"{what} could not be read as an array ({type(value).__name__}): "
                          f"expected a numpy array or a tensor.") from exc
     if arr.dtype == object:
         raise InputError(f"{what} is an array of Python objects (ragged or mixed types): expected "
                          f"a numeric array with one fixed shape per sample.")
     return arr
+
+
+def _item_shapes(value: Any) -> list[tuple]:
+    """The distinct shapes of the items of a list or tuple (in order of appearance)."""
+    if not isinstance(value, (list, tuple)):
+        return []
+    shapes = []
+    for item in value:
+        try:
+            shape = tuple(np.shape(item))
+        except Exception:  # an item that is ragged itself
+            shape = ("ragged",)
+        if shape not in shapes:
+            shapes.append(shape)
+    return shapes
 
 
 def split_pair(pair: Any, what: str) -> tuple[Any, Any]:
@@ -59,7 +82,10 @@ def split_pair(pair: Any, what: str) -> tuple[Any, Any]:
 def _looks_like_array_list(pair) -> bool:
     # [img1, img2] where both are same-shaped arrays of rank >= 2: a list of images, not (x, y)
     a, b = pair
-    sa, sb = np.shape(a), np.shape(b)
+    try:
+        sa, sb = np.shape(a), np.shape(b)
+    except ValueError:  # ragged: a list of images of different sizes, not an array
+        return False
     return len(sa) >= 2 and sa == sb
 
 
@@ -75,7 +101,7 @@ def detect_layout(x: np.ndarray, data_format: str) -> str:
     return data_format
 
 
-def canonical_images(x: np.ndarray, layout: str) -> np.ndarray:
+def canonical_images(x: np.ndarray, layout: str, what: str = "the data") -> np.ndarray:
     """float32 N x H x W x C."""
     if x.ndim == 2:  # flattened images or features: N x D
         return x.reshape(x.shape[0], x.shape[1], 1, 1).astype(np.float32)
@@ -85,8 +111,8 @@ def canonical_images(x: np.ndarray, layout: str) -> np.ndarray:
         if layout == "channels_first":
             x = np.transpose(x, (0, 2, 3, 1))
         return x.astype(np.float32)
-    raise InputError(f"images of rank {x.ndim} (shape {x.shape}): expected a batch of images, "
-                     f"N x H x W x C (Keras) or N x C x H x W (PyTorch).")
+    raise InputError(f"{what} images have rank {x.ndim} (shape {x.shape}): expected a batch of "
+                     f"images, N x H x W x C (Keras) or N x C x H x W (PyTorch).")
 
 
 def labels_of(y: np.ndarray, n: int, what: str) -> tuple[np.ndarray, str]:
@@ -102,8 +128,10 @@ def labels_of(y: np.ndarray, n: int, what: str) -> tuple[np.ndarray, str]:
             return flat.astype(np.int64), "sparse"
         if flat.dtype.kind == "f":  # non-integral or non-finite values: invalid-values explains
             return flat, "sparse"
-        raise InputError(f"{what} labels have dtype {flat.dtype}: expected integer class indices "
-                         f"or one-hot rows.")
+        example = f" (e.g. {flat[0].item()!r})" if flat.size else ""
+        raise InputError(f"{what} labels have dtype {flat.dtype}{example}: expected integer class "
+                         f"indices or one-hot rows; class names map to numbers with "
+                         f"classes = sorted(set(y)); y = np.array([classes.index(v) for v in y]).")
     if y.ndim == 2:
         return np.argmax(np.nan_to_num(y, nan=-np.inf), axis=1).astype(np.int64), "onehot"
     raise InputError(f"{what} labels have shape {y.shape}: expected integer class indices (N,) "
@@ -120,7 +148,7 @@ def make_dataset(name: str, pair: Any, data_format: str, require_labels: bool = 
     if x.dtype.kind not in "fiub":
         raise InputError(f"{what} images have dtype {x.dtype}: expected numbers.")
     layout = detect_layout(x, data_format)
-    images = canonical_images(x, layout)
+    images = canonical_images(x, layout, what)
     labels, fmt = None, None
     if y_raw is not None:
         y = to_numpy(y_raw, f"{what} labels")
@@ -131,3 +159,21 @@ def make_dataset(name: str, pair: Any, data_format: str, require_labels: bool = 
         raise InputError(f"{what} has no labels: pass it as a pair (x, y).")
     return Dataset(name=name, x=x_raw, images=images, labels=labels, label_format=fmt, y=y_raw,
                    layout=layout)
+
+
+def require_trainable(ds: Dataset) -> None:
+    """InputError when the training set cannot teach a classifier anything: one image, or labels
+    that are all one class (integer labels; non-integral ones are invalid-values' to explain)."""
+    if len(ds) < MIN_TRAINING_CLASSES:
+        raise InputError(f"the {ds.name} data has {len(ds)} image: expected images of at least "
+                         f"{MIN_TRAINING_CLASSES} classes to train a classifier on.")
+    if ds.labels is None or ds.labels.dtype.kind not in "iub":
+        return
+    classes = np.unique(ds.labels)
+    if len(classes) < MIN_TRAINING_CLASSES:
+        names = getattr(ds, "class_names", None)
+        label = names[int(classes[0])] if names and 0 <= classes[0] < len(names) else \
+            int(classes[0])
+        raise InputError(f"all {len(ds)} {ds.name} labels are class {label!r}: expected at least "
+                         f"{MIN_TRAINING_CLASSES} classes to train a classifier on (were the "
+                         f"labels loaded, or only one class folder?).")

@@ -11,7 +11,8 @@ normalization the pipeline applies.
 One module per kind of source: ``folder``, ``torch_data``, ``iterables`` (generators, iterables and
 ``PyDataset``); ``sampling`` holds the sizes, ``normalization`` finds Normalize/ToTensor steps.
 Arrays and tensors are not pipelines: ``load`` returns None for them (``data.make_dataset`` reads
-them whole, as before).
+them whole, as before). A path to an .npz/.npy file is read whole with ``loading.load_arrays``
+(``allow_pickle=False``).
 """
 from __future__ import annotations
 
@@ -76,6 +77,11 @@ def load(name: str, source: Any, *, model: Any, framework: str, data_format: str
     kind = kind_of(source)
     if kind is None:
         return None
+    if kind == "folder" and os.fspath(source).lower().endswith((".npz", ".npy")):
+        from ..loading import load_arrays  # numpy files, read as the CLI reads --train
+
+        return make_dataset(name, load_arrays(source, f"{name} data"), data_format,
+                            require_labels=require_labels)
     if kind == "folder":
         size, channels = model_input(model, framework)
         class_names = None

@@ -19,9 +19,11 @@ Why it is built this way:
 """
 from __future__ import annotations
 
+import contextlib
 import copy as _copy
 import functools
 import inspect
+import io
 import math
 import operator
 from collections import Counter, OrderedDict
@@ -912,12 +914,15 @@ def _describe_with_fx(root: nn.Module, args: tuple | None, notes: list[str]) -> 
     known = False
     if args is not None:
         try:
-            with torch.no_grad():
+            # ShapeProp prints the traceback of a failing node to stderr before raising; the
+            # reason goes into the note instead (the user sees one line, not torch internals).
+            with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
                 ShapeProp(gm).propagate(*args)
             known = True
         except Exception as exc:
-            notes.append(f"the model could not run on the example ({_short(exc)}): layer shapes "
-                         "are unknown.")
+            cause = exc.__cause__ if exc.__cause__ is not None else exc
+            notes.append(f"the model could not run on the example ({_short(cause)}): layer "
+                         "shapes are unknown.")
     builder = _Builder(root)
     for node in graph.nodes:
         shape, is_tensor, is_tuple = _meta_info(node.meta.get("tensor_meta"), known)
