@@ -131,15 +131,24 @@ def set_units(model: Any, name: str, units: int) -> Any:
 
 
 def pooled_head(model: Any, name: str, filters: int) -> Any:
-    """The whole-map convolution ``name`` as a 1x1 convolution and global average pooling: the
-    same output shape (filters x 1 x 1), a fraction of the weights."""
+    """The whole-map convolution ``name`` as max pooling and 3x3 convolutions down to a small
+    map (``keras.surgery.pooled_blocks``: the same rule in both frameworks), a 1x1 convolution
+    and global average pooling: the same output shape (filters x 1 x 1), a fraction of the
+    weights. The activation after the original layer still follows."""
+    from ..keras.surgery import pooled_blocks
+
     nn = _nn()
 
     def make(old):
         if not isinstance(old, nn.Conv2d):
             raise CannotApply(f"{name!r} is a {type(old).__name__}, not a Conv2d")
-        return nn.Sequential(nn.Conv2d(old.in_channels, int(filters), 1,
-                                       bias=old.bias is not None),
-                             nn.AdaptiveAvgPool2d(1))
+        bias = old.bias is not None
+        steps, channels = [], old.in_channels
+        for _ in range(pooled_blocks(min(old.kernel_size))):
+            steps += [nn.MaxPool2d(2), nn.Conv2d(channels, int(filters), 3, padding=1, bias=bias),
+                      nn.ReLU()]
+            channels = int(filters)
+        steps += [nn.Conv2d(channels, int(filters), 1, bias=bias), nn.AdaptiveAvgPool2d(1)]
+        return nn.Sequential(*steps)
 
     return replace(model, name, make)
