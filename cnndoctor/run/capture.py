@@ -16,9 +16,10 @@ import numpy as np
 # compare statistics and predictions), small enough to stay a few MB for 32x32x3 images
 # (1024 x 3072 x 4 bytes = 12 MB).
 MAX_SAMPLES = 1024
-# How many of those are written beside a saved model file (``<model>.cnndoctor.npz``), so that a
-# later evaluation session can compare against training: 256 CIFAR-sized samples are 3 MB.
-SIDECAR_SAMPLES = 256
+# How many of those go into the training record kept in the cache when a script saves the model
+# (``run/cache.py``), so that a later evaluation session can compare against training: 256
+# CIFAR-sized samples are 3 MB.
+RECORD_SAMPLES = 256
 # Percentiles reported for each channel (of the kept samples).
 PERCENTILES = (1, 50, 99)
 
@@ -199,9 +200,12 @@ class Stream:
         if rows.size == 0:
             return
         self._last_rows = rows
-        self.xs.append(np.array(x[rows], copy=True))
-        self.ys.append(self._rows(y))
-        self.outs.append(self._rows(out))
+        kept_x, kept_y, kept_out = np.array(x[rows], copy=True), self._rows(y), self._rows(out)
+        # Appended together: a script stopped here (--timeout) leaves at most a shorter list,
+        # which the readers below cut to the batches complete in all three.
+        self.xs.append(kept_x)
+        self.ys.append(kept_y)
+        self.outs.append(kept_out)
         self.kept += int(rows.size)
 
     def _rows(self, value: Any) -> np.ndarray | None:
@@ -223,26 +227,33 @@ class Stream:
             self.outs[-1] = self._rows(out)
 
     # ---- reading -------------------------------------------------------------------------
+    def _complete(self) -> int:
+        """Kept batches present in inputs, labels and outputs alike."""
+        return min(len(self.xs), len(self.ys), len(self.outs))
+
     @property
     def x(self) -> np.ndarray | None:
-        return np.concatenate(self.xs) if self.xs else None
+        n = self._complete()
+        return np.concatenate(self.xs[:n]) if n else None
 
     @property
     def y(self) -> np.ndarray | None:
         """Labels of the kept samples, or None unless every kept batch has them."""
-        if not self.ys or any(v is None for v in self.ys):
+        ys = self.ys[:self._complete()]
+        if not ys or any(v is None for v in ys):
             return None
         try:
-            return np.concatenate(self.ys)
+            return np.concatenate(ys)
         except ValueError:
             return None
 
     @property
     def outputs(self) -> np.ndarray | None:
-        if not self.outs or any(v is None for v in self.outs):
+        outs = self.outs[:self._complete()]
+        if not outs or any(v is None for v in outs):
             return None
         try:
-            return np.concatenate(self.outs)
+            return np.concatenate(outs)
         except ValueError:
             return None
 

@@ -350,10 +350,12 @@ class TorchInstrument(Patches):
         from torch.utils.data import SequentialSampler
 
         sampler = getattr(loader, "sampler", None)
+        self.pending_pass = None
         if isinstance(sampler, SequentialSampler):
-            self.pending_pass = len(sampler)
-        else:
-            self.pending_pass = None
+            try:
+                self.pending_pass = len(sampler)
+            except TypeError:  # a data source without a length (Keras' own loaders)
+                pass
 
     # ---- save / load ---------------------------------------------------------------------
     def _wrap_save(self, orig):
