@@ -145,8 +145,8 @@ class Stream:
     position: int = 0  # samples seen so far
     last_n: int = 0  # size of the last batch
     limit: int | None = None  # samples in one pass over the data, when known
-    repeated: bool = False  # a sample already kept came again: a new epoch began
-    _seen: set = field(default_factory=set)  # hashes of the first sample of each kept batch
+    repeated: bool = False  # a batch of samples all kept already came: a new epoch began
+    _seen: set = field(default_factory=set)  # hashes of the samples kept (when not selected)
     _last_rows: np.ndarray | None = None  # rows of the last batch that were kept
 
     # ---- feeding -------------------------------------------------------------------------
@@ -183,17 +183,21 @@ class Stream:
         room = self.max_samples - self.kept
         if room <= 0 or self.repeated or (self.limit is not None and start >= self.limit):
             return
+        fresh = None
         if self.select is None and n:
-            # A second pass over data smaller than the buffer must not be kept twice.
-            key = hash(np.ascontiguousarray(x[0]).tobytes())
-            if key in self._seen:
+            # A second pass over data smaller than the buffer must not be kept twice, shuffled
+            # (a DataLoader with shuffle=True) or not: samples already kept are left out, and a
+            # batch made only of them means the data came round again.
+            keys = [hash(np.ascontiguousarray(x[i]).tobytes()) for i in range(n)]
+            fresh = [i for i, k in enumerate(keys) if k not in self._seen]
+            if not fresh:
                 self.repeated = True
                 return
-            self._seen.add(key)
         if self.limit is not None:
             room = min(room, self.limit - start)
         if self.select is None:
-            rows = np.arange(min(room, n))
+            rows = np.asarray(fresh[:room] if fresh is not None else [], dtype=np.int64)
+            self._seen.update(keys[i] for i in rows)
         else:
             lo, hi = np.searchsorted(self.select, [start, start + n])
             rows = (self.select[lo:hi] - start)[:room]
