@@ -289,6 +289,16 @@ def test_os_exit_in_a_thread_and_sys_exit_end_the_script(user):
     session.run([thread])
     assert time.perf_counter() - start < 10  # the sleep was cut short
     assert (session.scripts[0].status, session.scripts[0].exit_code) == ("exit", 4)
+    ctrl_c = write(user, "ctrl_c.py", """\
+        import os, signal, threading, time
+        threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()  # Ctrl-C pressed
+        time.sleep(30)
+        """)
+    session = Session()
+    start = time.perf_counter()
+    session.run([ctrl_c])
+    assert time.perf_counter() - start < 10
+    assert (session.scripts[0].status, session.scripts[0].ended_by) == ("stopped", "Ctrl-C")
     session = Session()
     session.run([zero, three])
     assert [s.status for s in session.scripts] == ["ok", "exit"]
