@@ -129,6 +129,20 @@ def test_training_record_goes_to_the_cache_and_a_later_session_finds_it(user, tm
         again.diagnose_kwargs()
 
 
+def test_a_model_saved_every_epoch_keeps_one_record(user, tmp_path):
+    script = write(user, "train.py", with_setup("""\
+        for epoch in range(3):  # a checkpoint per epoch, at the same path
+            train_epoch()
+            torch.save(model.state_dict(), "model.pt")
+        """))
+    session = Session()
+    session.run([script])
+    model_hash = hashlib.sha256((user / "model.pt").read_bytes()).hexdigest()
+    assert sorted(os.listdir(tmp_path / "cache" / "records")) == [model_hash + ".json",
+                                                                  model_hash + ".npz"]
+    assert session.records_written == [str(tmp_path / "cache" / "records" / model_hash) + ".json"]
+
+
 def test_cache_location_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.delenv("CNNDOCTOR_CACHE", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
@@ -305,6 +319,9 @@ def test_os_exit_in_a_thread_and_sys_exit_end_the_script(user):
     assert session.scripts[1].exit_code == 3 and session.scripts[1].error["where"] == "three.py:2"
 
 
+# A stop that cut a DataLoader's start of its workers would leave torch printing "Exception
+# ignored in ... __del__" with a traceback: none may appear.
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
 def test_dataloader_workers_neither_break_the_hooks_nor_hang(user):
     loader = """\
         from torch.utils.data import DataLoader, TensorDataset
@@ -345,6 +362,22 @@ def test_dataloader_workers_neither_break_the_hooks_nor_hang(user):
     while multiprocessing.active_children() and time.time() < deadline:
         time.sleep(0.1)
     assert multiprocessing.active_children() == []
+
+
+def test_a_stop_never_cuts_a_model_file_in_two(user):
+    script = write(user, "save.py", """\
+        import torch
+        state = {f"w{i}": torch.randn(5_000) for i in range(500)}  # 10 MB in 500 tensors
+        while True:  # the script spends its time saving
+            torch.save(state, "big.pt")
+        """)
+    session = Session()
+    session.run([script], timeout=2)
+    assert session.scripts[0].status == "stopped"
+    import torch
+
+    state = torch.load(user / "big.pt", weights_only=True)  # a whole file, never a cut one
+    assert len(state) == 500 and state["w499"].shape == (5_000,)
 
 
 def test_chdir_in_a_script_is_undone_and_paths_stay_the_users(user):

@@ -16,6 +16,7 @@ for the report (its traceback shown once, labelled, without cnndoctor's own fram
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.abc
 import importlib.util
 import os
@@ -339,6 +340,13 @@ class Session:
             self.notes += self._legacy.notes
         self._keras = None
         self._legacy = None
+
+    def held(self):
+        """A step of the script that a stop must not cut in two (saving a file, starting
+        DataLoader workers): see ``stopping``."""
+        if self._stopper is None or not self.active:
+            return contextlib.nullcontext()
+        return self._stopper.held()
 
     def guard(self, fn):
         """Run an observation; a failure in it is noted, never raised into the user's script."""

@@ -15,6 +15,11 @@ diagnosed. Everything captured lives in that process; a script therefore must ne
   without its cooperation, so cnndoctor says so in one line and ends with exit code 2.
 - Ctrl-C while a script runs stops that script; what it did so far is still diagnosed.
 
+A stop waits while the script is inside a step that must not be cut in two (``held``): saving a
+model file (a stop there would leave the user a truncated file) and creating a ``DataLoader``'s
+worker processes (torch cannot shut down half-started workers); it is raised when that step
+returns.
+
 A stop is the exception ``ScriptStopped``, raised in the script's thread. It derives from
 ``BaseException``, so the ``except Exception`` of a script or a library does not swallow it. It is
 delivered by a signal to the main thread (``SIGALRM``, which also wakes a ``time.sleep`` or a
@@ -23,6 +28,7 @@ signal's handler, as an asynchronous exception (raised at the next Python line t
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -60,6 +66,7 @@ class Stopper:
         self._done = threading.Event()
         self._watchdog: threading.Thread | None = None
         self._real_exit = None
+        self.hold = 0  # depth of steps that a stop must not cut (see held)
 
     # ---- the session ---------------------------------------------------------------------
     def install(self) -> None:
@@ -70,7 +77,11 @@ class Stopper:
         def _exit(status=0, /):
             if os.getpid() != stopper.pid or not stopper.armed:
                 real(status)
-            stopper.request(ScriptStopped("os._exit", _status(status)))
+            stop = ScriptStopped("os._exit", _status(status))
+            if threading.get_ident() == stopper.thread:  # the script's own call: at once
+                stopper.pending = stopper.pending or stop
+                raise _copy(stopper.pending)
+            stopper.request(stop)
             raise SystemExit(status)  # another thread of the script: it ends here
 
         _exit.__wrapped__ = real
@@ -121,8 +132,22 @@ class Stopper:
         if self.pending is None:
             self.pending = stop
         if threading.get_ident() == self.thread:
-            raise _copy(self.pending)
+            if self.hold == 0:
+                raise _copy(self.pending)
+            return  # raised when the held step returns
         self._deliver()
+
+    @contextlib.contextmanager
+    def held(self):
+        """A step no stop may cut: a stop asked for meanwhile is raised when it returns."""
+        self.hold += 1
+        try:
+            yield
+        finally:
+            self.hold -= 1
+            if self.hold == 0 and self.armed and self.pending is not None \
+                    and threading.get_ident() == self.thread:
+                raise _copy(self.pending)
 
     # ---- delivery ------------------------------------------------------------------------
     def _watch(self, timeout: float, done: threading.Event) -> None:
@@ -156,7 +181,7 @@ class Stopper:
                                                        ctypes.py_object(ScriptStopped))
 
     def _on_signal(self, signum, frame) -> None:
-        if self.armed and self.pending is not None:
+        if self.armed and self.pending is not None and self.hold == 0:
             raise _copy(self.pending)
 
     def clear_async(self) -> None:

@@ -340,7 +340,8 @@ class TorchInstrument(Patches):
         def __iter__(self_):
             if inst.session.active:
                 inst.session.guard(lambda: inst._loader_pass(self_))
-            return orig(self_)
+            with inst.session.held():  # starting workers: a stop waits until they run
+                return orig(self_)
 
         __iter__.__wrapped__ = orig
         __iter__.__doc__ = orig.__doc__
@@ -362,7 +363,8 @@ class TorchInstrument(Patches):
         inst = self
 
         def save(obj, f, *args, **kwargs):
-            result = orig(obj, f, *args, **kwargs)
+            with inst.session.held():  # a stop waits: never a half-written file
+                result = orig(obj, f, *args, **kwargs)
             if inst.session.active:
                 inst.session.guard(lambda: inst._saved(obj, f))
             return result
