@@ -434,3 +434,23 @@ def test_an_error_in_a_keras_callback_is_the_scripts_own(user, capsys):
     assert len(shown) < 5000
     kwargs = session.diagnose_kwargs()  # the epochs before the error are there to diagnose
     assert len(kwargs["train"][0]) == 200 and kwargs["captured"]["errors"][0] == err
+
+
+def test_a_failure_inside_cnndoctor_is_one_line_with_the_details_in_the_cache(user, tmp_path,
+                                                                             monkeypatch, capsys):
+    import cnndoctor
+    from cnndoctor.run.cli import main
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug of cnndoctor's")
+
+    monkeypatch.setattr(cnndoctor, "diagnose", broken)
+    write(user, "train.py", TRAIN_AND_SAVE)
+    assert main(["train.py"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    saved = tmp_path / "cache" / cache.ERROR_FILE
+    assert last == (f"cnndoctor: cnndoctor failed while diagnosing (RuntimeError: a bug of "
+                    f"cnndoctor's); please report it with the details in {saved}")
+    assert "Traceback (most recent call last)" in saved.read_text()  # for the bug report

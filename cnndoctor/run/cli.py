@@ -307,7 +307,7 @@ def add_cache_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _mb(n: int) -> str:
-    return f"{n / 1024 ** 2:.1f} MB"
+    return f"{n / 1024 ** 2:.1f} MB" if n >= 1024 ** 2 else f"{n / 1024:.0f} KB"
 
 
 def cache_command(args) -> int:
