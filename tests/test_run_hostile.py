@@ -1,4 +1,5 @@
-"""`cnndoctor run` with scripts that misbehave, and what it writes (nothing beside the user's files).
+"""`cnndoctor run` with scripts that misbehave, and what it writes (nothing beside the user's
+files).
 
 Small torch scripts train a real CNN for a second on 200 generated 8x8 images (4 classes: a
 brighter square in the quadrant of the class). Most tests run them in this process through
@@ -263,7 +264,7 @@ def test_timeout_stops_a_script_that_never_ends_and_diagnoses_what_it_did(tmp_pa
     assert "was stopped by --timeout 6" in last and "what it did until then was diagnosed" in last
 
 
-# ---- hostile scripts, in process -------------------------------------------------------------------
+# ---- hostile scripts, in process -----------------------------------------------------------
 def test_os_exit_mid_way_keeps_what_was_captured(user):
     script = write(user, "train.py", with_setup("""\
         import os
@@ -415,8 +416,9 @@ def test_an_error_in_a_keras_callback_is_the_scripts_own(user, capsys):
                 if epoch == 1:
                     raise ValueError("x" * 2_000_000)  # megabytes of message
 
-        model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, activation="relu"),
-                                  keras.layers.Flatten(), keras.layers.Dense(4, activation="softmax")])
+        model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3),
+                                  keras.layers.ReLU(), keras.layers.Flatten(),
+                                  keras.layers.Dense(4, activation="softmax")])
         model.compile(loss="sparse_categorical_crossentropy", optimizer="adam")
         model.fit(x, y, epochs=4, batch_size=20, verbose=0, callbacks=[Broken()])
         """)

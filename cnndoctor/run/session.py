@@ -520,10 +520,10 @@ class Session:
         names = ", ".join(os.path.basename(s.path) for s in ran) or "the script"
         stopped = next((s for s in ran if s.status == "stopped"), None)
         if stopped is not None:
+            at = f" at {stopped.stopped_at}" if stopped.stopped_at else ""
             raise NothingToDiagnose(
                 f"{os.path.basename(stopped.path)} was stopped ({stopped.ended_by}, after "
-                f"{stopped.seconds:.1f} s{f' at {stopped.stopped_at}' if stopped.stopped_at else ''}"
-                f") before any model was trained: nothing to diagnose")
+                f"{stopped.seconds:.1f} s{at}) before any model was trained: nothing to diagnose")
         if any(s.status in ("error", "exit") for s in ran):
             raise NothingToDiagnose(
                 f"{names} stopped with an error before any model was trained (see above)")
