@@ -313,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
         run_cli = None
     if run_cli is not None:
         run_cli.add_parser(sub)
+        run_cli.add_cache_parser(sub)
         if "run" in sub.choices and not sub.choices["run"].get_default("func"):
             sub.choices["run"].set_defaults(func=run_cli.command)
     return parser

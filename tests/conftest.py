@@ -43,3 +43,17 @@ def same_weights(before, after) -> bool:
         return before.keys() == after.keys() and all(torch.equal(before[k], after[k])
                                                       for k in before)
     return len(before) == len(after) and all(np.array_equal(a, b) for a, b in zip(before, after))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cnndoctor_cache(tmp_path_factory):
+    """`cnndoctor run` keeps training records in a cache directory: during the tests, one of
+    their own (inherited by the `cnndoctor` subprocesses), never the user's ~/.cache."""
+    if os.environ.get("CNNDOCTOR_CACHE"):
+        yield
+        return
+    os.environ["CNNDOCTOR_CACHE"] = str(tmp_path_factory.mktemp("cnndoctor-cache"))
+    try:
+        yield
+    finally:
+        os.environ.pop("CNNDOCTOR_CACHE", None)

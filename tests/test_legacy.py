@@ -29,7 +29,7 @@ def cnndoctor(*args, out_dir):
     """`cnndoctor run --budget quick --json R ARGS` in a subprocess, on this checkout's code:
     (returncode, stdout, stderr, JSON report or None)."""
     report = os.path.join(out_dir, f"report-{len(os.listdir(out_dir))}.json")
-    env = dict(os.environ, PYTHONPATH=ROOT)
+    env = dict(os.environ, PYTHONPATH=ROOT, CNNDOCTOR_CACHE=f"{out_dir}-cache")
     env.setdefault("OMP_NUM_THREADS", "1")  # small models: threads only add contention
     cmd = [sys.executable, "-m", "cnndoctor", "run", "--budget", "quick", "--json", report, *args]
     proc = subprocess.run(cmd, cwd=out_dir, env=env, capture_output=True, text=True, timeout=600)

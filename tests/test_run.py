@@ -24,6 +24,7 @@ def cnndoctor(*args, out_dir, cwd=None, timeout=600):
     report = os.path.join(out_dir, f"report-{len(os.listdir(out_dir))}.json")
     env = dict(os.environ, CNNDOCTOR_EXAMPLES_OUT=str(out_dir))
     env["PYTHONPATH"] = ROOT  # this checkout's code (an editable install may point elsewhere)
+    env["CNNDOCTOR_CACHE"] = cache_of(out_dir)  # training records: beside the folder, not in it
     env.setdefault("OMP_NUM_THREADS", "1")  # small models: threads only add contention
     cmd = [sys.executable, "-m", "cnndoctor", "run", "--budget", "quick", "--json", report, *args]
     proc = subprocess.run(cmd, cwd=cwd or out_dir, env=env, capture_output=True, text=True,
@@ -33,6 +34,11 @@ def cnndoctor(*args, out_dir, cwd=None, timeout=600):
         with open(report, encoding="utf-8") as fh:
             data = json.load(fh)
     return proc.returncode, proc.stdout, proc.stderr, data
+
+
+def cache_of(out_dir) -> str:
+    """The cache directory the runs in ``out_dir`` use (outside it)."""
+    return f"{out_dir}-cache"
 
 
 def finding(data, code):
@@ -98,17 +104,23 @@ def test_case4_scripts_behave_as_without_cnndoctor(case4):
     assert "Validation accuracy:" in case4["stdout"]
     assert case4["stdout"].index("saved ") < case4["stdout"].index("Validation accuracy:")
     assert case4["stdout"].index("Validation accuracy:") < case4["stdout"].index("verdict")
-    # Both ran, the model was saved where the script said, and what training saw beside it.
-    scripts = case4["data"]["figures"]["run"]["scripts"]
-    assert [s["status"] for s in scripts] == ["ok", "ok"]
+    # Both ran, the model was saved where the script said, and what training saw went to the
+    # cache, named by the saved file's content; nothing of cnndoctor's is beside the model.
+    run = case4["data"]["figures"]["run"]
+    assert [s["status"] for s in run["scripts"]] == ["ok", "ok"]
     assert os.path.exists(case4["model"])
-    assert os.path.exists(case4["model"] + ".cnndoctor.json")
-    assert os.path.exists(case4["model"] + ".cnndoctor.npz")
+    assert run["cache_dir"] == cache_of(case4["out"])
+    assert run["records_written"] == [
+        os.path.join(cache_of(case4["out"]), "records", sha256(case4["model"]) + ".json")]
+    assert os.path.exists(run["records_written"][0][:-5] + ".npz")
+    assert not [n for n in os.listdir(case4["out"]) if "cnndoctor" in n]
+    assert any(run["records_written"][0] in n for n in case4["data"]["notes"])
 
 
 def test_case4_evaluation_in_a_later_session_uses_the_training_record(case4):
     model = case4["model"]
-    with open(model + ".cnndoctor.json", encoding="utf-8") as fh:
+    record = case4["data"]["figures"]["run"]["records_written"][0]
+    with open(record, encoding="utf-8") as fh:
         saved = json.load(fh)["model_fingerprint"]["sha256"]
     before = sha256(model)
     assert before == saved  # nothing touched the model file after the script saved it
@@ -119,6 +131,7 @@ def test_case4_evaluation_in_a_later_session_uses_the_training_record(case4):
     assert {"preprocessing-mismatch", "prediction-collapse", "train-eval-discrepancy"} <= \
         set(codes), codes
     assert sha256(model) == before  # the model file is bit-identical after a diagnosis
+    assert any(record in n for n in data["notes"])  # the report says where training came from
 
 
 def test_case4_from_the_python_api_and_the_negative(case4):
@@ -212,7 +225,9 @@ def test_torch_healthy_script(tmp_path):
     assert errors == []
     passed = {p["code"] for p in data["passed"]}
     assert {"missing-zero-grad", "eval-mode-not-set", "double-softmax"} <= passed
-    assert os.path.exists(os.path.join(tmp_path, "torch_healthy.pt.cnndoctor.json"))
+    record = data["figures"]["run"]["records_written"][0]
+    assert record.startswith(cache_of(tmp_path) + os.sep) and os.path.exists(record)
+    assert not [n for n in os.listdir(tmp_path) if "cnndoctor" in n]
 
 
 # ---- scripts that fail, never train, or are not there --------------------------------------------
@@ -233,7 +248,14 @@ def test_crashing_script_is_explained_and_still_diagnosed(tmp_path):
         """)
     rc, stdout, stderr, data = cnndoctor(path, "--", "--lr", "0.1", "-v", out_dir=tmp_path)
     assert f"args: ['--lr', '0.1', '-v'] name: __main__ cwd: {tmp_path}" in stdout
-    assert "Traceback" in stderr  # the script's own error, as python prints it
+    # The script's own error, in one labelled block with its frames (none of cnndoctor's), not
+    # as a traceback of cnndoctor.
+    assert "---- crash.py raised ValueError (the script's own error" in stderr
+    assert f'File "{path}", line 12, in <module>' in stderr
+    assert "Traceback (most recent call last)" not in stderr
+    assert "cnndoctor/run/" not in stderr.replace(os.sep, "/")
+    assert stderr.strip().splitlines()[-1].startswith("cnndoctor: crash.py raised ValueError at "
+                                                       "crash.py:12")
     assert rc == 1
     err = finding(data, "script-error")
     assert err["severity"] == "error" and err["evidence"]["where"] == "crash.py:12"

@@ -10,9 +10,10 @@ From Python::
     report = cnndoctor.diagnose(**session.diagnose_kwargs())   # model= included
 
 Modules: ``session`` (running scripts, assembling what was captured), ``keras_hooks`` and
-``torch_hooks`` (instrumentation), ``capture`` (bounded samples and statistics), ``sidecar``
-(what training saw, beside the saved model file), ``tfcompat`` (tf.keras scripts on Keras 3),
-``explain`` (known causes of script errors), ``cli`` (the subcommand).
+``torch_hooks`` (instrumentation), ``capture`` (bounded samples and statistics), ``cache``
+(what training saw, kept in cnndoctor's cache keyed by the saved model file's content),
+``stopping`` (--timeout, os._exit, Ctrl-C), ``tfcompat`` (tf.keras scripts on Keras 3),
+``explain`` (known causes of script errors), ``cli`` (the ``run`` and ``cache`` subcommands).
 """
 from .session import NothingToDiagnose, Session
 

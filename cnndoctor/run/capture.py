@@ -16,9 +16,10 @@ import numpy as np
 # compare statistics and predictions), small enough to stay a few MB for 32x32x3 images
 # (1024 x 3072 x 4 bytes = 12 MB).
 MAX_SAMPLES = 1024
-# How many of those are written beside a saved model file (``<model>.cnndoctor.npz``), so that a
-# later evaluation session can compare against training: 256 CIFAR-sized samples are 3 MB.
-SIDECAR_SAMPLES = 256
+# How many of those go into the training record kept in the cache when a script saves the model
+# (``run/cache.py``), so that a later evaluation session can compare against training: 256
+# CIFAR-sized samples are 3 MB.
+RECORD_SAMPLES = 256
 # Percentiles reported for each channel (of the kept samples).
 PERCENTILES = (1, 50, 99)
 
@@ -144,8 +145,8 @@ class Stream:
     position: int = 0  # samples seen so far
     last_n: int = 0  # size of the last batch
     limit: int | None = None  # samples in one pass over the data, when known
-    repeated: bool = False  # a sample already kept came again: a new epoch began
-    _seen: set = field(default_factory=set)  # hashes of the first sample of each kept batch
+    repeated: bool = False  # a batch of samples all kept already came: a new epoch began
+    _seen: set = field(default_factory=set)  # hashes of the samples kept (when not selected)
     _last_rows: np.ndarray | None = None  # rows of the last batch that were kept
 
     # ---- feeding -------------------------------------------------------------------------
@@ -182,26 +183,33 @@ class Stream:
         room = self.max_samples - self.kept
         if room <= 0 or self.repeated or (self.limit is not None and start >= self.limit):
             return
+        fresh = None
         if self.select is None and n:
-            # A second pass over data smaller than the buffer must not be kept twice.
-            key = hash(np.ascontiguousarray(x[0]).tobytes())
-            if key in self._seen:
+            # A second pass over data smaller than the buffer must not be kept twice, shuffled
+            # (a DataLoader with shuffle=True) or not: samples already kept are left out, and a
+            # batch made only of them means the data came round again.
+            keys = [hash(np.ascontiguousarray(x[i]).tobytes()) for i in range(n)]
+            fresh = [i for i, k in enumerate(keys) if k not in self._seen]
+            if not fresh:
                 self.repeated = True
                 return
-            self._seen.add(key)
         if self.limit is not None:
             room = min(room, self.limit - start)
         if self.select is None:
-            rows = np.arange(min(room, n))
+            rows = np.asarray(fresh[:room] if fresh is not None else [], dtype=np.int64)
+            self._seen.update(keys[i] for i in rows)
         else:
             lo, hi = np.searchsorted(self.select, [start, start + n])
             rows = (self.select[lo:hi] - start)[:room]
         if rows.size == 0:
             return
         self._last_rows = rows
-        self.xs.append(np.array(x[rows], copy=True))
-        self.ys.append(self._rows(y))
-        self.outs.append(self._rows(out))
+        kept_x, kept_y, kept_out = np.array(x[rows], copy=True), self._rows(y), self._rows(out)
+        # Appended together: a script stopped here (--timeout) leaves at most a shorter list,
+        # which the readers below cut to the batches complete in all three.
+        self.xs.append(kept_x)
+        self.ys.append(kept_y)
+        self.outs.append(kept_out)
         self.kept += int(rows.size)
 
     def _rows(self, value: Any) -> np.ndarray | None:
@@ -223,26 +231,33 @@ class Stream:
             self.outs[-1] = self._rows(out)
 
     # ---- reading -------------------------------------------------------------------------
+    def _complete(self) -> int:
+        """Kept batches present in inputs, labels and outputs alike."""
+        return min(len(self.xs), len(self.ys), len(self.outs))
+
     @property
     def x(self) -> np.ndarray | None:
-        return np.concatenate(self.xs) if self.xs else None
+        n = self._complete()
+        return np.concatenate(self.xs[:n]) if n else None
 
     @property
     def y(self) -> np.ndarray | None:
         """Labels of the kept samples, or None unless every kept batch has them."""
-        if not self.ys or any(v is None for v in self.ys):
+        ys = self.ys[:self._complete()]
+        if not ys or any(v is None for v in ys):
             return None
         try:
-            return np.concatenate(self.ys)
+            return np.concatenate(ys)
         except ValueError:
             return None
 
     @property
     def outputs(self) -> np.ndarray | None:
-        if not self.outs or any(v is None for v in self.outs):
+        outs = self.outs[:self._complete()]
+        if not outs or any(v is None for v in outs):
             return None
         try:
-            return np.concatenate(self.outs)
+            return np.concatenate(outs)
         except ValueError:
             return None
 

@@ -1,9 +1,17 @@
 """The ``run`` subcommand:
-``cnndoctor run SCRIPT [SCRIPT ...] [--json PATH] [--budget B] [-- ARGS]``.
+``cnndoctor run SCRIPT [SCRIPT ...] [--json PATH] [--budget B] [--timeout S] [-- ARGS]``, and
+``cnndoctor cache [clear]`` (where ``run`` keeps its training records).
 
-The top-level command line adds it with ``add_parser(subparsers)`` and calls ``command(args)``;
-``python -m cnndoctor.run ...`` runs it alone. Exit codes: 0 no finding of severity error, 1 at
-least one, 2 the command could not run (one line on stderr says why).
+The top-level command line adds them with ``add_parser(subparsers)`` and
+``add_cache_parser(subparsers)``; ``python -m cnndoctor.run ...`` runs ``run`` alone.
+
+Exit codes of ``run``: 0 no finding of severity error; 1 at least one, which includes
+``script-error`` when a script raised, exited with a non-zero status (``sys.exit(3)``,
+``os._exit(3)``); 2 nothing could be diagnosed (bad arguments, a script missing, a script that
+failed or was stopped before any training), one line on stderr says why. A script stopped by
+``--timeout`` (or Ctrl-C) is not an error in itself: what it did until then is diagnosed (0 or 1)
+and the report says it was stopped. Whatever happened, the last line on stderr says how each
+script ended and where the training record went.
 """
 from __future__ import annotations
 
@@ -16,8 +24,10 @@ DESCRIPTION = ("Run your training and evaluation scripts unmodified, with instru
                "diagnose what they did: cnndoctor run train.py evaluate.py -- --epochs 3")
 EPILOG = ("Scripts run in order in one process, as `python SCRIPT ARGS` would run them; "
           "arguments after `--` go to every script. When a script saves the model, what training "
-          "saw is written beside it (<model>.cnndoctor.json/.npz) so that an evaluation script "
-          "run later is still compared against training.")
+          "saw is kept in cnndoctor's cache (see `cnndoctor cache`), keyed by the saved file's "
+          "content, so that an evaluation script run later is still compared against training; "
+          "nothing is written beside your files. Exit codes: 0 no error found, 1 at least one "
+          "(a script that raised or exited non-zero is one), 2 nothing could be diagnosed.")
 
 
 def _options(parser: argparse.ArgumentParser) -> None:
@@ -35,6 +45,12 @@ def _options(parser: argparse.ArgumentParser) -> None:
                         default="auto", help="where the short trainings run: auto (default: "
                         "worker processes), inprocess, local, or ray (pip install "
                         "'cnndoctor[ray]')")
+    parser.add_argument("--timeout", type=float, metavar="SECONDS",
+                        help="stop a script that runs longer than this, then diagnose what it "
+                             "did until then (default: no limit)")
+    parser.add_argument("--cache-dir", metavar="DIR",
+                        help="where training records are kept (default: $CNNDOCTOR_CACHE, else "
+                             "$XDG_CACHE_HOME/cnndoctor, else ~/.cache/cnndoctor)")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -78,9 +94,19 @@ def _split(args) -> argparse.Namespace:
         seed=ns.seed if ns.seed else getattr(args, "seed", 0),
         executor=ns.executor if ns.executor != "auto" else getattr(args, "executor", "auto"),
         verify=ns.verify or getattr(args, "verify", False),
-        verbose=ns.verbose or getattr(args, "verbose", False))
+        verbose=ns.verbose or getattr(args, "verbose", False),
+        timeout=ns.timeout if ns.timeout is not None else getattr(args, "timeout", None),
+        cache_dir=ns.cache_dir or getattr(args, "cache_dir", None),
+        debug=getattr(args, "debug", False))
     if not out.scripts:
         raise UsageError("no script given: cnndoctor run SCRIPT [SCRIPT ...] [-- ARGS]")
+    if out.timeout is not None and not out.timeout > 0:
+        raise UsageError(f"--timeout {out.timeout:g}: expected a number of seconds above 0")
+    # Paths of cnndoctor's own outputs are the user's, from where cnndoctor was started (a
+    # script's os.chdir does not move them).
+    for key in ("json", "html", "cache_dir"):
+        if getattr(out, key):
+            setattr(out, key, os.path.abspath(os.path.expanduser(getattr(out, key))))
     return out
 
 
@@ -106,8 +132,7 @@ def command(args) -> int:
     if problems:
         print(report_lines(problems), file=sys.stderr)
         return 2
-    from .session import NothingToDiagnose, Session
-    from .. import diagnose
+    from .session import Session
     from ..errors import InputError
     from ..executor import validate
 
@@ -116,10 +141,22 @@ def command(args) -> int:
     except InputError as exc:
         return _fail(f"error: {exc}")
 
-    session = Session()
+    session = Session(cache_dir=opts.cache_dir)
     names = " ".join(os.path.basename(p) for p in opts.scripts)
-    print(f"cnndoctor: running {names} with instrumentation", file=sys.stderr, flush=True)
-    session.run(opts.scripts, opts.script_args)
+    limit = f" (each stopped after {opts.timeout:g} s)" if opts.timeout else ""
+    print(f"cnndoctor: running {names} with instrumentation{limit}", file=sys.stderr, flush=True)
+    session.run(opts.scripts, opts.script_args, timeout=opts.timeout)
+    code = _diagnose(session, opts, names)
+    if code != 2:  # exit 2 has said why in its one line
+        print(_closing(session, code), file=sys.stderr, flush=True)
+    return code
+
+
+def _diagnose(session, opts, names: str) -> int:
+    from .. import diagnose
+    from ..errors import InputError
+    from .session import NothingToDiagnose
+
     try:
         kwargs = session.diagnose_kwargs()
     except NothingToDiagnose as exc:
@@ -137,12 +174,19 @@ def command(args) -> int:
     except Exception as exc:  # a bug of ours: say so in one line, keep the details for a report
         import traceback
 
-        traceback.print_exc()
+        from . import cache
+
+        details = traceback.format_exc()
+        if opts.debug:
+            print(details, file=sys.stderr)
+        saved = cache.save_internal_error(details, session.cache_dir)
+        where = f" with the details in {saved}" if saved else ""
         return _fail(_with_error(f"cnndoctor failed while diagnosing ({type(exc).__name__}: "
-                                 f"{exc}); please report it", session))
+                                 f"{exc}); please report it{where}", session))
     report.notes.extend(_session_notes(session))
     report.figures["run"] = {"scripts": [r.to_dict() for r in session.scripts],
-                             "sidecars_written": list(session.sidecars_written)}
+                             "records_written": list(session.records_written),
+                             "cache_dir": session.cache_dir}
     print(_render(report, opts.verbose))
     if opts.json:
         try:
@@ -186,21 +230,45 @@ def _with_error(reason: str, session) -> str:
     return text
 
 
+def _ended(r) -> str:
+    """How one script ended, in a few words."""
+    at = f" at {r.stopped_at}" if r.stopped_at else ""
+    if r.status == "ok":
+        early = r.ended_by if r.ended_by and r.ended_by.startswith("os._exit") else None
+        return f"ran in {r.seconds:.1f} s" + (f" (ended by {early}{at})" if early else "")
+    if r.status == "stopped":
+        return f"was stopped by {r.ended_by} after {r.seconds:.1f} s{at}"
+    if r.status == "error":
+        err = r.error or {}
+        where = f" at {err['where']}" if err.get("where") else ""
+        return f"raised {err.get('type', 'an error')}{where} after {r.seconds:.1f} s"
+    if r.status == "exit":
+        return f"exited with status {r.exit_code} ({r.ended_by}{at}) after {r.seconds:.1f} s"
+    return "was not run (an earlier script did not finish)"
+
+
 def _session_notes(session) -> list[str]:
-    notes = []
-    for r in session.scripts:
-        state = {"ok": "ran", "error": "raised an error", "exit": f"exited with {r.exit_code}",
-                 "not run": "was not run (an earlier script failed)"}[r.status]
-        notes.append(f"{os.path.basename(r.path)} {state}"
-                     + (f" in {r.seconds:.1f} s" if r.status != "not run" else ""))
+    notes = [f"{os.path.basename(r.path)} {_ended(r)}" for r in session.scripts]
+    if any(r.status not in ("ok", "not run") for r in session.scripts):
+        notes.append("the findings are about what the scripts did until they ended")
     notes += session.notes
-    if session.sidecars_written:
-        notes.append("what training saw was written beside the saved model: "
-                     + ", ".join(os.path.basename(p) for p in session.sidecars_written))
+    for path in session.records_written:
+        notes.append(f"what training saw is kept in cnndoctor's cache: {path} (`cnndoctor "
+                     f"cache clear` removes it)")
     if session.internal_errors:
         notes.append(f"{len(session.internal_errors)} observation(s) failed inside cnndoctor "
                      f"(the scripts were not affected): {session.internal_errors[0]}")
     return notes
+
+
+def _closing(session, code: int) -> str:
+    """The last line on stderr: how each script ended, where the training record went."""
+    parts = [f"{os.path.basename(r.path)} {_ended(r)}" for r in session.scripts]
+    if any(r.status not in ("ok", "not run") for r in session.scripts) and code != 2:
+        parts.append("what it did until then was diagnosed")
+    if session.records_written:
+        parts.append(f"training record kept in {session.cache_dir}")
+    return f"cnndoctor: {'; '.join(parts)} (exit {code})"
 
 
 def _progress(text: str) -> None:
@@ -217,6 +285,51 @@ def _render(report, verbose: bool) -> str:
         for n in report.notes:
             lines.append(f"note: {n}")
         return "\n".join(lines)
+
+
+# ---- cnndoctor cache ---------------------------------------------------------------------------
+CACHE_DESCRIPTION = ("Where `cnndoctor run` keeps what training saw when a script saves a model "
+                     "(so that an evaluation script run later is compared against training), "
+                     "and how big it is; `cnndoctor cache clear` removes those records.")
+
+
+def add_cache_parser(subparsers) -> argparse.ArgumentParser:
+    """Add the ``cache`` subcommand to an argparse subparsers object."""
+    p = subparsers.add_parser("cache", help="where `run` keeps training records; `cache clear`",
+                              description=CACHE_DESCRIPTION)
+    p.add_argument("action", nargs="?", choices=("clear",),
+                   help="clear: remove every training record cnndoctor kept there")
+    p.add_argument("--cache-dir", metavar="DIR",
+                   help="the cache directory (default: $CNNDOCTOR_CACHE, else "
+                        "$XDG_CACHE_HOME/cnndoctor, else ~/.cache/cnndoctor)")
+    p.set_defaults(func=cache_command)
+    return p
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1024 ** 2:.1f} MB" if n >= 1024 ** 2 else f"{n / 1024:.0f} KB"
+
+
+def cache_command(args) -> int:
+    from . import cache
+
+    override = getattr(args, "cache_dir", None)
+    where = cache.directory(override)
+    if getattr(args, "action", None) == "clear":
+        try:
+            n, size = cache.clear(where)
+        except OSError as exc:
+            return _fail(f"could not clear {where}: {exc.strerror or exc}")
+        print(f"cnndoctor: removed {n} training record(s) ({_mb(size)}) from {where}")
+        return 0
+    n, size = cache.usage(where)
+    print(f"cnndoctor cache: {where} (chosen by {cache.origin(override)})")
+    print(f"  {n} training record(s), {_mb(size)}; at most "
+          f"{cache.CACHE_LIMIT_BYTES / 1024 ** 2:.0f} MB are kept, the least recently used "
+          f"removed first")
+    print(f"  another folder: --cache-dir DIR or {cache.ENV_VAR}=DIR; empty it: "
+          f"cnndoctor cache clear")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -197,6 +197,18 @@ def _legacy_api(t, msg, ctx):
     return None
 
 
+# ---- the script ended itself ----------------------------------------------------------------
+@rule
+def _exited(t, msg, ctx):
+    if t == "SystemExit":
+        how = msg.removeprefix("the script ")
+        return Explanation(
+            cause=f"the script ended itself with a failure status ({how}) before it finished",
+            fix="look at what the script printed right before it exited (the condition that "
+                "made it exit); the findings here were measured on what it did until then")
+    return None
+
+
 # ---- files ----------------------------------------------------------------------------------
 @rule
 def _missing_file(t, msg, ctx):

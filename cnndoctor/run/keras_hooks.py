@@ -256,7 +256,8 @@ class KerasInstrument(Patches):
         inst = self
 
         def save(self_, filepath, *args, **kwargs):
-            result = orig(self_, filepath, *args, **kwargs)
+            with inst.session.held():  # a stop waits: never a half-written file
+                result = orig(self_, filepath, *args, **kwargs)
             if inst.session.active:
                 inst.session.guard(lambda: inst._saved(self_, filepath))
             return result
@@ -267,7 +268,8 @@ class KerasInstrument(Patches):
         inst = self
 
         def save_model(model, filepath, *args, **kwargs):
-            result = orig(model, filepath, *args, **kwargs)
+            with inst.session.held():  # a stop waits: never a half-written file
+                result = orig(model, filepath, *args, **kwargs)
             if inst.session.active:
                 inst.session.guard(lambda: inst._saved(model, filepath))
             return result

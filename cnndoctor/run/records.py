@@ -45,8 +45,8 @@ class ModelRecord:
     saved_to: list[str] = field(default_factory=list)
     loaded_from: str | None = None
     source: "ModelRecord | None" = None  # the in-session record whose saved file was loaded
-    sidecar: dict | None = None  # training captures read from beside the loaded file
-    sidecar_note: str | None = None
+    cached: dict | None = None  # the training record of the loaded file, from the cache
+    cached_note: str | None = None  # why there is none
 
     # Keras evaluate()/predict() calls so far, per phase: each call is its own stream (its own
     # dataset, read with the weights of the moment it ran).

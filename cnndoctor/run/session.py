@@ -7,11 +7,16 @@ together what they did for ``cnndoctor.diagnose``.
 
 Scripts run one after the other in this process, as ``python SCRIPT ARGS`` would run them:
 ``__name__ == "__main__"``, ``sys.argv`` = the script and its arguments, the script's directory
-first on ``sys.path``, the working directory unchanged, their output untouched. A script that
-raises stops the run (as ``python a.py && python b.py`` would); its error is kept for the report.
+first on ``sys.path``, each starting in the working directory of the session (a script's
+``os.chdir`` is undone after it, as are a replaced ``sys.stdout``/``sys.stderr``), their output
+untouched (written as it comes, never held). A script that raises, exits with a non-zero status,
+calls ``os._exit`` or is stopped (``timeout=``, Ctrl-C; see ``stopping``) ends the run (as
+``python a.py && python b.py`` would); what it did until then is diagnosed, and its error is kept
+for the report (its traceback shown once, labelled, without cnndoctor's own frames).
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.abc
 import importlib.util
 import os
@@ -24,14 +29,21 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import sidecar
+from . import cache
 from .capture import Stream
 from .explain import explain
+from .stopping import ScriptStopped, Stopper
 from .records import (EVAL_PHASES, EVALUATION, PREDICTION, TRAINING, VALIDATION,
                       ModelRecord)
 
 # Lines of a script's traceback kept for the report (the last ones: where it failed).
 TRACEBACK_LINES = 12
+# Frames of a script's error shown when it fails (the innermost ones), as Python shows them.
+TRACEBACK_FRAMES = 10
+# An error message is shown up to this many lines of at most this many characters (a script can
+# raise with megabytes of text: a whole array printed).
+MESSAGE_LINES, LINE_CHARS = 20, 500
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # cnndoctor/
 # Fewer training samples than this in the fed stream, and the arrays given to fit() are used
 # instead (a script that crashed in its first steps).
 MIN_STREAM_SAMPLES = 256
@@ -45,24 +57,32 @@ class NothingToDiagnose(Exception):
 class ScriptResult:
     path: str
     args: list[str]
-    status: str = "not run"  # "ok", "error", "exit", "not run"
+    status: str = "not run"  # "ok", "error", "exit", "stopped", "not run"
     seconds: float = 0.0
     exit_code: int | None = None
     error: dict | None = None
+    ended_by: str | None = None  # "sys.exit(0)", "os._exit(3)", "--timeout 5", "Ctrl-C"
+    stopped_at: str | None = None  # the script's line it was at when it ended or was stopped
+
+    @property
+    def finished(self) -> bool:
+        """Ran to its end, or chose to exit with status 0."""
+        return self.status == "ok"
 
     def to_dict(self) -> dict:
         return {"path": self.path, "args": list(self.args), "status": self.status,
                 "seconds": round(self.seconds, 3), "exit_code": self.exit_code,
-                "error": self.error}
+                "ended_by": self.ended_by, "stopped_at": self.stopped_at, "error": self.error}
 
 
 @dataclass
 class Session:
     stream_progress: Callable[[str], None] | None = None
+    cache_dir: str | None = None  # where training records go (None: cache.directory())
     records: list[ModelRecord] = field(default_factory=list)
     scripts: list[ScriptResult] = field(default_factory=list)
     saved: dict[str, ModelRecord] = field(default_factory=dict)  # abs path -> record
-    sidecars_written: list[str] = field(default_factory=list)
+    records_written: list[str] = field(default_factory=list)  # training records in the cache
     notes: list[str] = field(default_factory=list)
     internal_errors: list[str] = field(default_factory=list)
     active: bool = False
@@ -79,16 +99,22 @@ class Session:
         self._compat = None
         self._legacy = None
         self._keras_finder = None
+        self._stopper: Stopper | None = None
+        self._script_path = ""
+        self._keys: dict[str, str] = {}  # saved model path -> key of the record written for it
+        self.cache_dir = cache.directory(self.cache_dir)
 
     # ---- running -------------------------------------------------------------------------
-    def run(self, scripts: list[str], args: list[str] | None = None) -> list[ScriptResult]:
+    def run(self, scripts: list[str], args: list[str] | None = None,
+            timeout: float | None = None) -> list[ScriptResult]:
+        """Run the scripts in order; ``timeout``: seconds after which a script is stopped."""
         args = list(args or [])
         self.scripts = [ScriptResult(path=p, args=args) for p in scripts]
         self.install()
         try:
             for i, result in enumerate(self.scripts):
-                self._run_one(result)
-                if result.status in ("error", "exit"):
+                self._run_one(result, timeout)
+                if not result.finished:
                     for later in self.scripts[i + 1:]:
                         later.status = "not run"
                     break
@@ -96,20 +122,91 @@ class Session:
             self.uninstall()
         return self.scripts
 
-    def _run_one(self, result: ScriptResult) -> None:
+    def _run_one(self, result: ScriptResult, timeout: float | None = None) -> None:
         path = result.path
-        self.script_name = os.path.basename(path)
+        full = os.path.abspath(path)
+        self.script_name, self._script_path = os.path.basename(path), full
         self.failed_in = None
-        old_argv, old_path0 = sys.argv[:], list(sys.path)
+        old_argv, old_path0, old_cwd = sys.argv[:], list(sys.path), os.getcwd()
+        old_out, old_err = sys.stdout, sys.stderr
         sys.argv = [path] + list(result.args)
-        sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
+        sys.path.insert(0, os.path.dirname(full))
+        stopper = self._stopper
         start = time.perf_counter()
+        outcome: BaseException | None = None
         self.active = True
         try:
-            runpy.run_path(path, run_name="__main__")
-            result.status = "ok"
-        except SystemExit as exc:
+            stopper.begin(timeout, self.script_name)
+            try:
+                runpy.run_path(full, run_name="__main__")
+            finally:
+                stopper.armed = False  # one store: no stop is raised after it
+        except BaseException as exc:  # the script's own end: sorted out below
+            outcome = exc
+        stop = self._end_stops()
+        self.active = False
+        result.seconds = time.perf_counter() - start
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except Exception:
+            pass
+        sys.stdout, sys.stderr = old_out, old_err
+        sys.argv = old_argv
+        sys.path[:] = old_path0
+        self.in_keras_step = 0
+        try:
+            os.chdir(old_cwd)
+        except OSError as exc:
+            self.notes.append(f"could not go back to {old_cwd} after {self.script_name}: "
+                              f"{exc.strerror}")
+        try:
+            self._outcome(result, outcome, stop)
+        finally:
+            del outcome  # the frames it holds keep the script's objects (DataLoader workers)
+
+    def _end_stops(self) -> ScriptStopped | None:
+        """No stop reaches the script (or cnndoctor) any more; the stop asked for, if any."""
+        stopper = self._stopper
+        for _ in range(3):  # an asynchronous stop can still land once while this runs
+            try:
+                stop = stopper.end()
+                stopper.clear_async()
+                return stop
+            except ScriptStopped:
+                continue
+        return None
+
+    def _outcome(self, result: ScriptResult, exc: BaseException | None,
+                 stop: ScriptStopped | None) -> None:
+        if exc is None:
+            result.status, result.exit_code = "ok", 0
+            return
+        result.stopped_at = self._where(exc)
+        if isinstance(exc, KeyboardInterrupt):
+            stop = ScriptStopped("interrupt")
+        elif isinstance(exc, ScriptStopped):
+            stop = stop or exc
+        elif not isinstance(exc, SystemExit):
+            stop = None
+        if stop is not None and stop.kind == "os._exit":
+            code = stop.code or 0
+            result.ended_by = f"os._exit({code})"
+            result.exit_code = code
+            if code == 0:
+                result.status = "ok"
+            else:
+                result.status = "exit"
+                result.error = self._error_record(
+                    exc, f"the script called os._exit({code})", "SystemExit")
+            return
+        if stop is not None:
+            result.status = "stopped"
+            result.ended_by = (f"--timeout {stop.detail}" if stop.kind == "timeout" else "Ctrl-C")
+            return
+        if isinstance(exc, SystemExit):
             code = exc.code
+            result.ended_by = f"sys.exit({code!r})" if code is not None else "sys.exit()"
             if code in (None, 0):
                 result.status, result.exit_code = "ok", 0
             else:
@@ -118,45 +215,65 @@ class Session:
                 if not isinstance(code, int):
                     print(code, file=sys.stderr)
                 result.error = self._error_record(exc, f"the script exited with status {code}")
-        except KeyboardInterrupt:
-            raise
-        except BaseException as exc:  # the script's own error: report it, as python would
-            result.status = "error"
-            traceback.print_exc()
-            result.error = self._error_record(exc)
-        finally:
-            self.active = False
-            result.seconds = time.perf_counter() - start
-            sys.argv = old_argv
-            sys.path[:] = old_path0
-            self.in_keras_step = 0
-            sys.stdout.flush()
+            return
+        # the script's own error: shown once, labelled, then kept for the report
+        result.status = "error"
+        result.error = self._error_record(exc)
+        self._show_error(exc, result.error)
 
-    def _error_record(self, exc: BaseException, message: str | None = None) -> dict:
+    def _frames(self, exc: BaseException) -> list:
+        """The traceback's frames without cnndoctor's own (its instrumentation, runpy)."""
+        return [f for f in traceback.extract_tb(exc.__traceback__)
+                if not os.path.abspath(f.filename).startswith(_PACKAGE + os.sep)
+                and os.path.basename(f.filename) != "runpy.py"
+                and not f.filename.startswith("<frozen runpy")]
+
+    def _where(self, exc: BaseException) -> str | None:
+        frames = [f for f in traceback.extract_tb(exc.__traceback__)
+                  if os.path.abspath(f.filename) == self._script_path]
+        return f"{self.script_name}:{frames[-1].lineno}" if frames else None
+
+    def _traceback_lines(self, exc: BaseException, msg: str) -> list[str]:
+        """The script's traceback as Python prints it, less cnndoctor's frames and the header,
+        bounded (the innermost frames, long lines cut)."""
+        frames = self._frames(exc)
+        left_out = max(0, len(frames) - TRACEBACK_FRAMES)
+        lines = [f"  ... {left_out} earlier frame(s) left out"] if left_out else []
+        for f in frames[left_out:]:
+            lines.append(f'  File "{f.filename}", line {f.lineno}, in {f.name}')
+            if f.line:
+                lines.append(f"    {f.line.strip()[:LINE_CHARS]}")
+        lines += f"{type(exc).__name__}: {msg}".splitlines() if msg else [type(exc).__name__]
+        return lines
+
+    def _show_error(self, exc: BaseException, err: dict) -> None:
+        """The script's error on stderr, as one labelled block (not a cnndoctor traceback)."""
+        print(f"cnndoctor: ---- {err['script']} raised {err['type']} (the script's own error; "
+              f"cnndoctor's frames left out) ----", file=sys.stderr)
+        print("\n".join(self._traceback_lines(exc, err["message"])), file=sys.stderr)
+        print(f"cnndoctor: ---- end of the error of {err['script']} ----", file=sys.stderr,
+              flush=True)
+
+    def _error_record(self, exc: BaseException, message: str | None = None,
+                      type_name: str | None = None) -> dict:
         tb = traceback.extract_tb(exc.__traceback__)
-        script = os.path.abspath(self.scripts_current_path())
-        where = next((f for f in reversed(tb) if os.path.abspath(f.filename) == script), None)
-        lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
-        text = "".join(lines).rstrip().splitlines()[-TRACEBACK_LINES:]
-        msg = message or str(exc)
+        where = next((f for f in reversed(tb) if os.path.abspath(f.filename) == self._script_path),
+                     None)
+        msg = _bounded(message or _safe_str(exc))
+        shown = self._traceback_lines(exc, msg)
         context = self._error_context()
-        expl = explain(type(exc).__name__, msg, context)
+        kind = type_name or type(exc).__name__
+        expl = explain(kind, msg, context)
         return {
             "script": self.script_name,
-            "type": type(exc).__name__,
-            "message": msg.strip()[:2000],
+            "type": kind,
+            "message": msg.strip(),
             "where": f"{os.path.basename(where.filename)}:{where.lineno}" if where else None,
-            "line": (where.line or "").strip() if where else None,
+            "line": (where.line or "").strip()[:LINE_CHARS] if where else None,
             "during": self.failed_in,
-            "traceback": "\n".join(text),
+            "traceback": "\n".join(shown[-TRACEBACK_LINES:]),
             "explanation": expl.to_dict() if expl else None,
         }
-
-    def scripts_current_path(self) -> str:
-        for r in self.scripts:
-            if os.path.basename(r.path) == self.script_name:
-                return r.path
-        return self.script_name
 
     def _error_context(self) -> dict:
         rec = self.records[-1] if self.records else None
@@ -184,6 +301,8 @@ class Session:
         from .tfcompat import TFCompat
         from .torch_hooks import TorchInstrument
 
+        self._stopper = Stopper()
+        self._stopper.install()
         self._legacy = Legacy(self)
         self._legacy.install_base()
         self._compat = TFCompat(self._legacy)
@@ -208,7 +327,7 @@ class Session:
     def uninstall(self) -> None:
         if self._keras_finder is not None and self._keras_finder in sys.meta_path:
             sys.meta_path.remove(self._keras_finder)
-        for inst in (self._legacy, self._keras, self._torch, self._compat):
+        for inst in (self._legacy, self._keras, self._torch, self._compat, self._stopper):
             if inst is not None:
                 try:
                     inst.uninstall()
@@ -221,6 +340,13 @@ class Session:
             self.notes += self._legacy.notes
         self._keras = None
         self._legacy = None
+
+    def held(self):
+        """A step of the script that a stop must not cut in two (saving a file, starting
+        DataLoader workers): see ``stopping``."""
+        if self._stopper is None or not self.active:
+            return contextlib.nullcontext()
+        return self._stopper.held()
 
     def guard(self, fn):
         """Run an observation; a failure in it is noted, never raised into the user's script."""
@@ -296,8 +422,26 @@ class Session:
         }
         arrays = {"train_x": training["x"], "train_y": training["y"],
                   "val_x": training.get("val_x"), "val_y": training.get("val_y")}
-        written = sidecar.write(path, meta, arrays)
-        self.sidecars_written += [p for p in written if p not in self.sidecars_written]
+        try:
+            written = cache.write(path, meta, arrays, self.cache_dir)
+        except OSError as exc:
+            self.notes.append(
+                f"the training record of {os.path.basename(path)} could not be kept in "
+                f"{self.cache_dir} ({exc.strerror or exc}): an evaluation script run later "
+                f"cannot be compared with training (--cache-dir or {cache.ENV_VAR} choose "
+                f"another folder)")
+            return
+        previous = self._keys.get(path)
+        if previous is not None and previous != written.key:  # saved again: the old bytes
+            cache.remove(self.cache_dir, previous)            # are no longer in that file
+            old = os.path.join(self.cache_dir, cache.RECORDS, previous + cache.JSON)
+            self.records_written = [p for p in self.records_written if p != old]
+        self._keys[path] = written.key
+        if written.json_path not in self.records_written:
+            self.records_written.append(written.json_path)
+        if written.evicted:
+            self.notes.append(f"{written.evicted} older training record(s) were removed from the "
+                              f"cache to stay under {cache.CACHE_LIMIT_BYTES / 1024 ** 2:.0f} MB")
 
     def on_loaded(self, model, path: str, framework: str) -> None:
         rec = self._by_id.get(id(model))
@@ -308,7 +452,7 @@ class Session:
         if source is not None and source is not rec:
             rec.source = source
             return
-        rec.sidecar, rec.sidecar_note = sidecar.read(path)
+        rec.cached, rec.cached_note = cache.read(path, self.cache_dir)
 
     # ---- what was captured, for diagnose -------------------------------------------------
     def _training_arrays(self, rec: ModelRecord) -> dict | None:
@@ -348,14 +492,14 @@ class Session:
             for other in self.records:
                 if other.source is rec:
                     evals += [(other, s) for s in other.streams_of(*EVAL_PHASES)]
-            out.append({"trained": rec, "model": rec.model, "evals": evals, "sidecar": None,
+            out.append({"trained": rec, "model": rec.model, "evals": evals, "cached": None,
                         "monitoring": monitoring})
         for rec in self.records:
-            if rec.loaded_from and rec.source is None and rec.sidecar is not None \
+            if rec.loaded_from and rec.source is None and rec.cached is not None \
                     and not rec.trained:
                 evals = [(rec, s) for s in rec.streams_of(*EVAL_PHASES)]
                 out.append({"trained": None, "model": rec.model, "evals": evals,
-                            "sidecar": rec.sidecar, "loaded": rec})
+                            "cached": rec.cached, "loaded": rec})
         return out
 
     def primary(self) -> dict:
@@ -370,10 +514,16 @@ class Session:
             r = loaded[-1]
             raise NothingToDiagnose(
                 f"{r.script} loaded {os.path.basename(r.loaded_from)}, but nothing records how it "
-                f"was trained ({r.sidecar_note}): run the training script under cnndoctor too, "
+                f"was trained ({r.cached_note}): run the training script under cnndoctor too, "
                 f"e.g. cnndoctor run train.py {r.script}")
         ran = [s for s in self.scripts if s.status != "not run"]
         names = ", ".join(os.path.basename(s.path) for s in ran) or "the script"
+        stopped = next((s for s in ran if s.status == "stopped"), None)
+        if stopped is not None:
+            at = f" at {stopped.stopped_at}" if stopped.stopped_at else ""
+            raise NothingToDiagnose(
+                f"{os.path.basename(stopped.path)} was stopped ({stopped.ended_by}, after "
+                f"{stopped.seconds:.1f} s{at}) before any model was trained: nothing to diagnose")
         if any(s.status in ("error", "exit") for s in ran):
             raise NothingToDiagnose(
                 f"{names} stopped with an error before any model was trained (see above)")
@@ -409,15 +559,18 @@ class Session:
             kwargs["batch_size"] = fit.get("batch_size") or self._batch_size(trained)
             kwargs["epochs"] = fit.get("epochs")
         else:
-            sc = g["sidecar"]
+            sc = g["cached"]
             arr = sc["arrays"]
             if "train_x" not in arr or "train_y" not in arr:
                 raise NothingToDiagnose(f"the training record {sc['path']} holds no samples")
+            self.notes.append(f"training was read from the record kept when "
+                              f"{os.path.basename(sc.get('model_file') or '?')} was saved by "
+                              f"{sc.get('saved_by')} on {sc.get('written')}: {sc['path']}")
             kwargs["train"] = (arr["train_x"], arr["train_y"])
             if "val_x" in arr and "val_y" in arr:
                 kwargs["val"] = (arr["val_x"], arr["val_y"])
             training_info.update(
-                source=f"{os.path.basename(sc['path'])} (saved by {sc.get('saved_by')} on "
+                source=f"the training record {sc['path']} (saved by {sc.get('saved_by')} on "
                        f"{sc.get('written')})",
                 stream=sc.get("training"), validation=sc.get("validation"),
                 fits=sc.get("fits") or [], steps=sc.get("steps"), loss=sc.get("loss"))
@@ -452,7 +605,8 @@ class Session:
             "other_evaluations": [self._eval_capture(r, s) for r, s in g["evals"]
                                   if evaluation is None or s is not evaluation[1]],
             "torch": self._torch_capture(trained, g["evals"]) if framework == "torch" else None,
-            "sidecars_written": list(self.sidecars_written),
+            "records_written": list(self.records_written),
+            "cache_dir": self.cache_dir,
             "notes": list(self.notes),
         }
         kwargs["captured"] = captured
@@ -545,6 +699,23 @@ class Session:
             "norm_modules": norm,
             "modules": len(mods),
         }
+
+
+def _safe_str(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # a script's exception whose __str__ fails
+        return f"<{type(exc).__name__} whose message could not be read>"
+
+
+def _bounded(text: str) -> str:
+    """At most MESSAGE_LINES lines of at most LINE_CHARS characters, saying what was cut."""
+    lines = text.splitlines() or [""]
+    out = [ln if len(ln) <= LINE_CHARS else f"{ln[:LINE_CHARS]}... ({len(ln):,} characters)"
+           for ln in lines[:MESSAGE_LINES]]
+    if len(lines) > MESSAGE_LINES:
+        out.append(f"... ({len(lines) - MESSAGE_LINES:,} more lines)")
+    return "\n".join(out)
 
 
 def _ran_before_training_ended(rec: ModelRecord, s) -> bool:

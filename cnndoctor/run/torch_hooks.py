@@ -340,7 +340,8 @@ class TorchInstrument(Patches):
         def __iter__(self_):
             if inst.session.active:
                 inst.session.guard(lambda: inst._loader_pass(self_))
-            return orig(self_)
+            with inst.session.held():  # starting workers: a stop waits until they run
+                return orig(self_)
 
         __iter__.__wrapped__ = orig
         __iter__.__doc__ = orig.__doc__
@@ -350,17 +351,20 @@ class TorchInstrument(Patches):
         from torch.utils.data import SequentialSampler
 
         sampler = getattr(loader, "sampler", None)
+        self.pending_pass = None
         if isinstance(sampler, SequentialSampler):
-            self.pending_pass = len(sampler)
-        else:
-            self.pending_pass = None
+            try:
+                self.pending_pass = len(sampler)
+            except TypeError:  # a data source without a length (Keras' own loaders)
+                pass
 
     # ---- save / load ---------------------------------------------------------------------
     def _wrap_save(self, orig):
         inst = self
 
         def save(obj, f, *args, **kwargs):
-            result = orig(obj, f, *args, **kwargs)
+            with inst.session.held():  # a stop waits: never a half-written file
+                result = orig(obj, f, *args, **kwargs)
             if inst.session.active:
                 inst.session.guard(lambda: inst._saved(obj, f))
             return result
