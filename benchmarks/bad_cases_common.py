@@ -97,6 +97,7 @@ def run_case(case: Case, folder: Path) -> Outcome:
     before = checksums(folder)
     env = dict(os.environ, KERAS_BACKEND="torch", PYTHONPATH=str(REPO), NO_COLOR="1",
                XDG_CACHE_HOME=str(folder.parent / f".cache-{folder.name}"))
+    env.pop("CNNDOCTOR_CACHE", None)  # each case its own cache, beside (not in) its folder
     if case.kind == "cli":
         cmd = [sys.executable, "-m", "cnndoctor", *case.argv]
     else:
