@@ -224,3 +224,38 @@ def test_adam_a_thousand_times_too_slow_is_lr_too_low_ranked_first_at_quick():
     assert first.evidence["suggested_lr"] > 1e-5
     assert first.evidence["accuracy_with_intervention"] - first.evidence["accuracy_as_trained"] \
         >= 0.10
+
+
+def test_three_seeds_that_cannot_decide_grow_to_five(monkeypatch):
+    """One lucky seed of the broken model (case 1: 95.7% on one seed of three) leaves the
+    permutation test at p = 0.10 with 3 seeds; the same seeds and two more decide it."""
+    from types import SimpleNamespace
+
+    from cnndoctor import verify
+
+    scores = {"before": {0: 0.66, 1: 0.57, 2: 0.957, 3: 0.49, 4: 0.85},
+              "after": {0: 0.955, 1: 0.959, 2: 0.963, 3: 0.958, 4: 0.961}}
+    ran = []
+
+    def fake_runs(trials, budget, ctx):
+        ran.extend((t.target_name, s) for t, s in trials)
+        return [{"seed": s, "score": scores[t.target_name][s], "finite": True, "curve": [1.0],
+                 "steps": 10, "stopped": None} for t, s in trials]
+
+    monkeypatch.setattr(verify, "_run_many", fake_runs)
+    ctx = SimpleNamespace(say=lambda line: None)
+    parts = dict(framework="torch", model=None, loss=None, optimizer=None, x_train=None,
+                 y_train=None, x_val=None, y_val=None)
+    before, after = Trial(**parts, target_name="before"), Trial(**parts, target_name="after")
+    out = verify._measured("fix", {}, before, after, (), [0, 1, 2], {}, "quick", ctx, 0.0)
+    assert out["verdict"] == "verified" and out["seeds"] == [0, 1, 2, 3, 4]
+    assert out["before"]["values"] == [0.66, 0.57, 0.957, 0.49, 0.85]
+    assert "3 seeds could not decide" in out["extended"]
+    assert sorted(ran) == sorted((n, s) for n in ("before", "after") for s in range(5))
+    # three seeds that decide are not extended; a fix that does not help is not either
+    scores["before"][2] = 0.90
+    out = verify._measured("fix", {}, before, after, (), [0, 1, 2], {}, "quick", ctx, 0.0)
+    assert out["verdict"] == "verified" and out["seeds"] == [0, 1, 2] and "extended" not in out
+    scores["after"] = dict(scores["before"])
+    out = verify._measured("fix", {}, before, after, (), [0, 1, 2], {}, "quick", ctx, 0.0)
+    assert out["verdict"] == "not-verified" and "extended" not in out
