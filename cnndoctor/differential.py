@@ -14,7 +14,7 @@ import math
 import time
 
 from . import graph as g
-from . import runtime as rt
+from .lr_schedules import user_lr as scheduled_user_lr
 from .ranking import causes_of
 
 #: The symptoms that trigger the interventions (issue 11).
@@ -106,7 +106,7 @@ def investigate(ev, ctx, findings):
     n = min(len(trial.x_train), MAX_TRAIN[budget])
     trial = trial.change(x_train=trial.x_train[:n], y_train=trial.y_train[:n])
     steps, secs = STEPS[budget], SECONDS[budget]
-    user_lr = rt.current_lr(ev.model, ev.optimizer)
+    user_lr = scheduled_user_lr(ev.model, ev.optimizer, ev.schedule)
     base = _summ(run_trial(trial, ctx.seed, steps, secs))
     tried = []
     plan = []

@@ -634,7 +634,10 @@ def _torch_optimizer_for(model: Any, optimizer: Any, lr: float | None):
             mapping = {pid: params[i] for pid, i in origin.items() if i < len(params)}
         else:
             mapping = {}
-    base_lr = optimizer.defaults.get("lr")
+    # per-group rates keep their ratio to the first group's, the rate ``current_lr`` reports (a
+    # scheduler may have moved every group away from ``defaults["lr"]``: OneCycleLR starts at
+    # max_lr / 25)
+    base_lr = groups_in[0].get("lr", optimizer.defaults.get("lr")) if groups_in else None
     groups = []
     used: set[int] = set()
     for g in groups_in:
@@ -661,8 +664,14 @@ def _torch_optimizer_for(model: Any, optimizer: Any, lr: float | None):
     try:
         return type(optimizer)(groups, **defaults)
     except TypeError:
-        defaults = {k: v for k, v in defaults.items()
-                    if k not in ("foreach", "fused", "differentiable", "capturable")}
+        # ``defaults`` may hold settings the constructor does not take back (torch 2.13's AdamW
+        # keeps ``decoupled_weight_decay``; foreach/fused/capturable on some builds): keep the
+        # ones its signature names (the groups still carry every setting)
+        import inspect
+
+        accepted = inspect.signature(type(optimizer).__init__).parameters
+        defaults = {k: v for k, v in defaults.items() if k in accepted
+                    and k not in ("foreach", "fused", "differentiable", "capturable")}
         return type(optimizer)(groups, **defaults)
 
 
@@ -739,7 +748,7 @@ def fit(model: Any, x: Any, y: Any, *, loss: Any = None, optimizer: Any = None, 
         on_step: Callable[[StepInfo], Any] | None = None,
         lr_schedule: Callable[[int], float] | None = None,
         forward_context: Callable[[int], Any] | None = None,
-        reset_grads: bool = True) -> dict:
+        reset_grads: bool = True, user_schedule: list | None = None) -> dict:
     """Train ``model`` in place (callers pass a ``clone``) and return its history.
 
     ``loss``/``optimizer`` are the user's: for Keras, None means the model's ``compile()``
@@ -752,6 +761,9 @@ def fit(model: Any, x: Any, y: Any, *, loss: Any = None, optimizer: Any = None, 
     stops at the first non-finite
     loss, after ``max_steps`` updates or ``max_seconds``. ``reset_grads=False`` reproduces a
     training loop that never calls ``zero_grad()`` (gradients pile up across steps).
+    ``user_schedule``: the user's torch learning-rate scheduler as ``lr_schedules.replay`` gives
+    it, followed over this run in proportion to its length, unless ``lr`` or ``lr_schedule`` sets
+    the rate.
 
     Returns ``{"loss": per step, "epoch_loss", "acc" (running training accuracy per epoch),
     "epoch_samples" (samples each epoch actually trained on),
@@ -779,6 +791,13 @@ def fit(model: Any, x: Any, y: Any, *, loss: Any = None, optimizer: Any = None, 
             _reseed_keras_generators(model, seed)
         trainer = _Trainer(model, framework, loss, optimizer, lr, reset_grads)
         history["optimizer"] = describe_optimizer(trainer.optimizer, model)
+        plan = None
+        if user_schedule and lr is None and lr_schedule is None and framework == "torch":
+            from .lr_schedules import follow
+
+            planned = max(1, int(epochs)) * math.ceil(n / batch_size)
+            plan = follow(user_schedule, min(planned, max_steps) if max_steps else planned)
+        history["scheduled"] = plan is not None
         rng = np.random.default_rng(seed)
         aug_rng = np.random.default_rng([seed, 1])
         step = 0
@@ -795,6 +814,10 @@ def fit(model: Any, x: Any, y: Any, *, loss: Any = None, optimizer: Any = None, 
                         xb = augment(to_numpy(xb), aug_rng)
                     if lr_schedule is not None:
                         _set_lr(trainer, float(lr_schedule(step)))
+                    elif plan is not None:
+                        from .lr_schedules import apply
+
+                        apply(trainer.optimizer, plan(step))
                     xin = _as_input(model, framework, xb)
                     if forward_context is not None:
                         with forward_context(step):
@@ -855,7 +878,7 @@ def fit(model: Any, x: Any, y: Any, *, loss: Any = None, optimizer: Any = None, 
 def _set_lr(trainer: _Trainer, lr: float) -> None:
     opt = trainer.optimizer
     if trainer.framework == "torch":
-        base = opt.defaults.get("lr") or opt.param_groups[0]["lr"]
+        base = opt.param_groups[0]["lr"]  # ratios to the first group, as in _torch_optimizer_for
         for g in opt.param_groups:
             ratio = g.get("_cnndoctor_ratio")
             if ratio is None:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from . import runtime as rt
+from .lr_schedules import user_lr
 from .fixes import CannotApply, FixSpec, Trial, fix_for
 from .report import ERROR, WARNING, Finding
 
@@ -99,6 +100,7 @@ def base_trial(ev, budget: str) -> Trial:
     keras = ev.framework == "keras"
     return Trial(framework=ev.framework, model=ev.model,
                  loss=None if keras else ev.loss, optimizer=None if keras else ev.optimizer,
+                 schedule=ev.schedule,
                  x_train=xt, y_train=yt, x_val=xv, y_val=yv,
                  batch_size=int(ev.batch_size or 32), x_target=xv, y_target=yv,
                  target_name=val_name)
@@ -180,7 +182,8 @@ def run_trial(trial: Trial, seed: int, steps: int, max_seconds: float) -> dict:
         epochs = max(1, math.ceil(steps / per_epoch))
         hist = rt.fit(model, x, y, loss=trial.loss, optimizer=trial.optimizer, epochs=epochs,
                       batch_size=trial.batch_size, seed=seed, lr=trial.lr, augment=trial.augment,
-                      max_steps=steps, max_seconds=max_seconds, reset_grads=trial.reset_grads)
+                      max_steps=steps, max_seconds=max_seconds, reset_grads=trial.reset_grads,
+                      user_schedule=trial.schedule)
     xt = fwd(trial.x_target)
     if trial.target == "evaluation" and trial.eval_transform is not None:
         xt = trial.eval_transform(trial.x_target)  # the evaluation pipeline replaces the input
@@ -332,7 +335,7 @@ def _own_learning_rate(trial: Trial, ev, ctx, budget: str) -> tuple[Trial, dict 
     """When training had stalled, the fixed setup brings its own learning rate: a short search
     over LR_SEARCH multiples of the user's rate on one seed, best held-out score kept (CASES.md
     case 2: with the model fixed, the user's SGD at 1e-3 still does not fit six images)."""
-    user = rt.current_lr(ev.model, ev.optimizer)
+    user = user_lr(ev.model, ev.optimizer, ev.schedule)
     if not user:
         return trial, None
     seeds = [ctx.seed]

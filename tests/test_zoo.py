@@ -28,6 +28,11 @@ def _errors(report):
     return [f.code for f in report.findings if f.severity == "error"]
 
 
+def _probe_failures(report):
+    """Checks skipped because a probe crashed (a hole, not a pass)."""
+    return [(s.code, s.reason) for s in report.skipped if "probe failed" in s.reason]
+
+
 # --- the zoo's contract ---------------------------------------------------------------------
 
 def test_every_operator_names_known_codes_and_applies_to_both_frameworks():
@@ -60,6 +65,7 @@ def test_smallest_clean_models_get_no_error_over_seeds(name):
         before = weights_of(setup.model)
         report = _diagnose(setup, seed)
         assert _errors(report) == [], (name, seed, [(f.code, f.title) for f in report.findings])
+        assert _probe_failures(report) == []
         assert same_weights(before, weights_of(setup.model))
 
 
@@ -143,3 +149,92 @@ def test_fit_one_batch_turns_augmentation_off_on_the_copy_only():
         c, d = setup.model(xb, training=True), setup.model(xb, training=True)
     assert torch.equal(a, b)  # the copy sees the same batch every step
     assert not torch.equal(c, d)  # the user's model still augments
+
+
+# --- torch: augmentation in a Dataset, OneCycle and cosine schedules ------------------------
+
+@pytest.mark.parametrize("name", ["torch-onecycle", "torch-augmented"])
+def test_scheduled_torch_models_get_no_error_over_seeds(name):
+    for seed in SEEDS:
+        setup = ZOO[name].build(seed)
+        sched, opt = setup.scheduler, setup.optimizer
+        state = (sched.last_epoch, opt.param_groups[0]["lr"])
+        before = weights_of(setup.model)
+        report = _diagnose(setup, seed)
+        assert _errors(report) == [], (name, seed, [(f.code, f.title) for f in report.findings])
+        assert _probe_failures(report) == [], (name, seed)
+        # the user's scheduler, optimizer and weights are as they were
+        assert (sched.last_epoch, opt.param_groups[0]["lr"]) == state
+        assert same_weights(before, weights_of(setup.model))
+        if name == "torch-augmented":  # read from the Dataset, every image through __getitem__
+            assert "torch AugmentedImages" in " ".join(report.notes)
+
+
+def test_onecycle_schedule_is_followed_over_the_short_training():
+    setup = ZOO["torch-onecycle"].build(0)
+    assert setup.optimizer.param_groups[0]["lr"] == pytest.approx(0.004)  # max_lr / 25
+    report = _diagnose(setup)
+    lrs = report.figures["loss_curve"]["lr"]
+    top = int(np.argmax(lrs))
+    assert lrs[0] == pytest.approx(0.004, rel=0.05)
+    assert max(lrs) == pytest.approx(0.1, rel=0.05)  # the peak the user set, reached ...
+    assert 0.2 < top / len(lrs) < 0.4  # ... 30% of the way in, as in the user's run
+    assert lrs[-1] < 0.01
+    # without the scheduler the copy trains at the optimizer's rate now: a constant 0.004
+    plain = cnndoctor.diagnose(setup.model, **{**setup.diagnose_kwargs(), "scheduler": None},
+                               budget="quick")
+    assert "lr" not in plain.figures["loss_curve"]
+
+
+def test_cosine_schedule_per_epoch_is_followed_in_proportion():
+    setup = ZOO["torch-augmented"].build(0)
+    from cnndoctor import lr_schedules
+
+    states = lr_schedules.replay(setup.scheduler)
+    assert len(states) == 6  # T_max = 5 epochs: the rates before each of the 5 steps and after
+    model = rt.clone(setup.model)
+    x, y = ZOO["torch-augmented"].build(0).val
+    hist = rt.fit(model, x, y, loss=setup.loss, optimizer=setup.optimizer, epochs=10,
+                  batch_size=32, max_steps=50, user_schedule=states)
+    lrs = hist["lr"]
+    assert lrs[0] == pytest.approx(1e-3) and lrs[-1] == pytest.approx(states[4][0]["lr"])
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))  # annealed, never restarted
+    # an explicit rate (the differential diagnosis, the range test) overrides the schedule
+    hist = rt.fit(rt.clone(setup.model), x, y, loss=setup.loss, optimizer=setup.optimizer,
+                  epochs=1, batch_size=32, max_steps=5, user_schedule=states, lr=0.05)
+    assert hist["lr"] == [pytest.approx(0.05)] * 5
+
+
+def test_scheduler_over_another_optimizer_is_refused():
+    setup = ZOO["torch-onecycle"].build(0)
+    other = torch.optim.SGD(setup.model.parameters(), lr=0.1)
+    with pytest.raises(cnndoctor.InputError) as info:
+        cnndoctor.diagnose(setup.model, **{**setup.diagnose_kwargs(), "optimizer": other},
+                           budget="static")
+    assert "made for another optimizer" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_a_scheduled_optimizer_keeps_the_rate_asked_for():
+    """A rate asked for (the differential's candidates) is the first group's rate, whatever the
+    scheduler did to the optimizer's groups (OneCycleLR leaves them at max_lr / 25, away from
+    the optimizer's ``defaults``)."""
+    setup = ZOO["torch-onecycle"].build(0)
+    x, y = setup.val
+    hist = rt.fit(rt.clone(setup.model), x, y, loss=setup.loss, optimizer=setup.optimizer,
+                  epochs=1, batch_size=32, max_steps=3, lr=0.02)
+    assert hist["lr"] == [pytest.approx(0.02)] * 3
+
+
+def test_torch_adamw_trains_the_copy():
+    """torch 2.13's AdamW keeps ``decoupled_weight_decay`` in its defaults, which its
+    constructor does not take back: the copy's optimizer is still an AdamW with the user's
+    weight decay, and the training probe runs."""
+    setup = ZOO["torch-vgg-dropout"].build(0)
+    model = rt.clone(setup.model)
+    trainer = rt._Trainer(model, "torch", setup.loss, setup.optimizer, None)
+    assert type(trainer.optimizer) is torch.optim.AdamW
+    assert trainer.optimizer.param_groups[0]["weight_decay"] == 0.05
+    report = _diagnose(setup)
+    assert _probe_failures(report) == []
+    assert report.figures["loss_curve"]["loss"]

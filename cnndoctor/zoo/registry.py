@@ -26,6 +26,10 @@ class ZooEntry:
     tags: frozenset = field(default_factory=frozenset)
     description: str = ""
     smallest: bool = False  # among the quickest to diagnose (the clean models tests/test_zoo.py runs)
+    #: torch: the learning-rate scheduler it trains with ("onecycle", "cosine"; torch_models)
+    schedule: str | None = None
+    #: torch: training images come from a Dataset that augments them (torch_data.AugmentedImages)
+    dataset_augment: bool = False
 
     def build(self, seed: int = 0, cfg: Config | None = None) -> Setup:
         cfg = cfg or Config()
@@ -41,16 +45,26 @@ class ZooEntry:
 
         xt, xv = (np.ascontiguousarray(a.transpose(0, 3, 1, 2)) for a in (xt, xv))
         model, loss, opt = self.builder(seed, cfg, xt.shape[1:], classes)
-        return Setup(model=model, train=(torch.from_numpy(xt), torch.from_numpy(yt)),
+        train = (torch.from_numpy(xt), torch.from_numpy(yt))
+        if self.dataset_augment:
+            from .torch_data import AugmentedImages
+
+            train = AugmentedImages(*train)
+        sched = None
+        if self.schedule:
+            sched = tm.scheduler(self.schedule, opt, EPOCHS, -(-len(yt) // BATCH_SIZE))
+        return Setup(model=model, train=train,
                      val=(torch.from_numpy(xv), torch.from_numpy(yv)), loss=loss, optimizer=opt,
-                     batch_size=BATCH_SIZE, epochs=EPOCHS, description=self.description)
+                     batch_size=BATCH_SIZE, epochs=EPOCHS, description=self.description,
+                     scheduler=sched)
 
 
 ZOO: dict[str, ZooEntry] = {}
 
 
-def _add(name, framework, dataset, builder, tags, description, smallest=False):
-    ZOO[name] = ZooEntry(name, framework, dataset, builder, frozenset(tags), description, smallest)
+def _add(name, framework, dataset, builder, tags, description, smallest=False, **kw):
+    ZOO[name] = ZooEntry(name, framework, dataset, builder, frozenset(tags), description, smallest,
+                         **kw)
 
 
 CONV = {"conv", "flatten-head"}
@@ -86,6 +100,14 @@ _add("torch-mlp", "torch", "digits16", tm.mlp, {"dense-stack"},
      "PyTorch: MLP 128-64 on digit images", smallest=True)
 _add("torch-frozen-backbone", "torch", "digits16", tm.frozen_backbone,
      {"conv", "flatten-head", "frozen"}, "PyTorch: frozen conv backbone, trainable Linear head")
+_add("torch-augmented", "torch", "bars", tm.augmented,
+     {"conv", "bn", "gap", "augment", "smoothing", "adamw", "schedule"},
+     "PyTorch: a Dataset that turns and shifts the images in __getitem__, label smoothing, AdamW "
+     "+ CosineAnnealingLR per epoch (colour bars)", schedule="cosine", dataset_augment=True)
+_add("torch-onecycle", "torch", "digits16", tm.onecycle,
+     {"conv", "bn", "flatten-head", "schedule"},
+     "PyTorch: Conv-BN-ReLU-Pool x2, SGD Nesterov + weight decay under OneCycleLR to 0.1 per "
+     "batch (digits)", schedule="onecycle")
 
 
 def get(name: str) -> ZooEntry:
