@@ -142,7 +142,7 @@ def test_too_few_output_units_refused_naming_the_output_layer(name):
 def test_fit_one_batch_turns_augmentation_off_on_the_copy_only():
     setup = ZOO["keras-augmented"].build(0)
     copy = rt.clone(setup.model)
-    assert len(rt.disable_augmentation(copy)) == 2  # RandomFlip, RandomTranslation
+    assert len(rt.disable_augmentation(copy)) == 2  # RandomRotation, RandomTranslation
     xb = torch.from_numpy(setup.train[0][:16])
     with torch.no_grad():
         a, b = copy(xb, training=True), copy(xb, training=True)
@@ -238,3 +238,53 @@ def test_torch_adamw_trains_the_copy():
     report = _diagnose(setup)
     assert _probe_failures(report) == []
     assert report.figures["loss_curve"]["loss"]
+
+
+# --- killed mutants (DeepCrime): only a bug that hurts counts ---------------------------------
+
+def test_a_mutant_counts_only_when_it_clearly_hurts():
+    from cnndoctor.zoo import killed
+
+    entry = ZOO["torch-cnn"]
+    clean = killed.measure(entry.build(0))
+    assert clean["score"] > 0.85  # digits, trained as the user trains it (5 epochs)
+    # training labels permuted: the model learns nothing that holds on the validation set
+    op = BY_NAME["shuffled-labels"]
+    hit, why = killed.verdict(op.harm, clean, killed.measure(op.build(entry), op.harm))
+    assert hit and "balanced accuracy" in why
+    # the images in the other layout: the model cannot even take them
+    op = BY_NAME["channel-layout"]
+    hit, why = killed.verdict(op.harm, clean, killed.measure(op.build(entry), op.harm))
+    assert hit and why.startswith("training fails: RuntimeError")
+    # validation images copied from training: this model does not memorise its training set in
+    # 5 epochs, so the figure the user reads is within the margin of the truth: not killed
+    op = BY_NAME["duplicate-leakage"]
+    m = killed.measure(op.build(entry), op.harm, clean=entry.build(0))
+    hit, why = killed.verdict(op.harm, clean, m)
+    assert not hit and abs(m["score"] - m["unseen"]) < killed.KILL_MARGIN
+    assert "on unseen images" in why
+
+
+def test_balanced_accuracy_counts_a_starved_class_as_much_as_the_others():
+    from cnndoctor.zoo.killed import balanced_accuracy
+
+    y = np.array([0] * 90 + [1] * 10)
+    out = np.zeros((100, 2), np.float32)
+    out[:, 0] = 1.0  # always class 0: 90% accuracy, half of the classes never right
+    assert rt.accuracy(out, y) == pytest.approx(0.9)
+    assert balanced_accuracy(out, y) == pytest.approx(0.5)
+    assert balanced_accuracy(np.full((100, 2), np.nan, np.float32), y) == 0.0
+
+
+def test_dead_units_are_put_to_the_learning_rate():
+    """Adam at 0.1 on the plain CNN: most units die but the short probe still reaches ~87%, so
+    nothing but a dead-relu warning shows; put to the interventions, a lower rate recovers the
+    model and the learning rate is named first."""
+    report = _diagnose(BY_NAME["lr-x100"].build(ZOO["torch-cnn"]))
+    first = report.findings[0]
+    assert first.code == "lr-too-high" and first.severity == "error", \
+        [(f.code, f.severity) for f in report.findings]
+    assert first.evidence["user_lr"] == pytest.approx(0.1)
+    assert "dead-relu" in first.evidence["symptoms"]
+    assert first.evidence["accuracy_with_intervention"] > first.evidence["accuracy_as_trained"] \
+        + 0.5

@@ -41,6 +41,10 @@ class Operator:
     applies: Callable[[ZooEntry], bool]
     cfg: dict | None = None  # Config fields to change
     data: Callable[[Setup, int], Setup] | None = None  # change the data the user passes
+    #: what the bug makes worse, for the kill criterion (killed.py): "accuracy" (validation),
+    #: "evaluation" (accuracy on the evaluation inputs) or "leakage" (the validation figure
+    #: overstates the accuracy on unseen images)
+    harm: str = "accuracy"
 
     def build(self, entry: ZooEntry, seed: int = 0) -> Setup:
         setup = entry.build(seed, Config(**(self.cfg or {})))
@@ -176,7 +180,8 @@ OPERATORS: list[Operator] = [
              "training and validation images in 0-255", _any,
              data=_raw_pixels),
     Operator("eval-preprocessing", ("preprocessing-mismatch", "train-eval-discrepancy"),
-             "evaluation images in 0-255 while training saw 0-1", _any, data=_eval_raw),
+             "evaluation images in 0-255 while training saw 0-1", _any, data=_eval_raw,
+             harm="evaluation"),
     Operator("class-imbalance", ("class-imbalance",),
              f"half of the classes keep {RARE_SHARE:.1%} of their training images", _any,
              data=_imbalance),
@@ -184,7 +189,7 @@ OPERATORS: list[Operator] = [
              "training labels permuted", _any, data=_shuffle_labels),
     Operator("duplicate-leakage", ("duplicate-leakage",),
              f"{LEAK_SHARE:.0%} of the validation images copied from the training set", _any,
-             data=_leak),
+             data=_leak, harm="leakage"),
     Operator("channel-layout", ("channel-layout",),
              "images given in the other framework's layout", _any, data=_swap_layout),
     Operator("lr-x100", ("lr-too-high",), f"learning rate x{LR_HIGH:g}", _any,

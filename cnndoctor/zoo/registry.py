@@ -82,7 +82,7 @@ _add("keras-mlp", "keras", "mnist", km.mlp, {"dense-stack"},
      "Keras: MLP 128-64 on MNIST images")
 _add("keras-augmented", "keras", "bars", km.augmented,
      {"conv", "bn", "gap", "augment", "smoothing", "adamw", "schedule", "clip"},
-     "Keras: RandomFlip/RandomTranslation, label smoothing, AdamW + cosine decay, clipnorm")
+     "Keras: RandomRotation/RandomTranslation, label smoothing, AdamW + cosine decay, clipnorm")
 _add("keras-frozen-backbone", "keras", "digits16", km.frozen_backbone,
      {"conv", "dense-stack", "frozen"}, "Keras: frozen conv backbone, trainable Dense head")
 _add("torch-cnn", "torch", "digits16", tm.plain_cnn, CONV,
