@@ -3,10 +3,10 @@
 ``diagnose(..., scheduler=)`` takes the user's ``torch.optim.lr_scheduler`` object (OneCycleLR,
 CosineAnnealingLR, LinearLR, ...); ``replay`` turns it into plain figures once (the settings of
 every parameter group before each of its steps: picklable, for the executor's workers), and
-``runtime.fit(user_schedule=...)`` follows them. The probes train a copy for far fewer steps than the user's
-run, so the schedule is followed *in proportion*: step ``i`` of a probe of ``n`` steps gets the
-rates the user's scheduler gives at ``i * H / n`` of its length ``H`` (``total_steps``,
-``T_max``, ``total_iters``). The warm-up, the peak and the annealing of the user's run all fall
+``runtime.fit(user_schedule=...)`` follows them. The probes train a copy for far fewer steps
+than the user's run, so the schedule is followed *in proportion*: step ``i`` of a probe of
+``n`` steps gets the rates the user's scheduler gives at ``i * H / n`` of its length ``H``
+(``total_steps``, ``T_max``, ``total_iters``). The warm-up, the peak and the annealing of the user's run all fall
 inside the probe, whether the user steps the scheduler per batch or per epoch.
 
 The schedule is replayed on a replica over a one-tensor optimizer: the user's scheduler and
@@ -26,8 +26,8 @@ from typing import Any, Callable
 #: what a replayed step may change in a parameter group: the rate, and the momentum that
 #: OneCycleLR cycles against it (``momentum`` for SGD, ``betas[0]`` for Adam-style optimizers)
 SCHEDULED_KEYS = ("lr", "momentum", "betas")
-#: longest schedule replayed step by step (a longer one is sampled at this many points): a
-#: OneCycleLR over 100 epochs of 5,000 batches is 500,000 steps, replayed in well under a second
+#: longest schedule replayed step by step (a longer one is sampled at this many points, so that
+#: a OneCycleLR over 100 epochs of 5,000 batches, 500,000 steps, replays in about a second)
 MAX_REPLAY = 20_000
 
 

@@ -288,3 +288,31 @@ def test_dead_units_are_put_to_the_learning_rate():
     assert "dead-relu" in first.evidence["symptoms"]
     assert first.evidence["accuracy_with_intervention"] > first.evidence["accuracy_as_trained"] \
         + 0.5
+
+
+def test_too_few_units_ranks_above_the_softmax_they_break():
+    """Keras, one-hot labels of 4 classes, Dense(1) + softmax: the softmax over one unit is a
+    consequence of the unit count; the unit count is named first."""
+    report = _diagnose(BY_NAME["output-size"].build(ZOO["keras-augmented"]), budget="static")
+    codes = [f.code for f in report.findings]
+    assert codes[0] == "output-size-mismatch", codes
+    mismatch = report.get("output-activation-mismatch")
+    assert mismatch is not None and "output-size-mismatch" in mismatch.explained_by
+    assert "1 output units for 4 classes" in report.findings[0].title
+
+
+@pytest.mark.parametrize("name", ["torch-bn-gap", "keras-mobilenet"])
+def test_learning_rate_far_too_low_on_batch_norm_models_is_named(name):
+    """Adam at 1e-6 on a batch-norm model: the loss at chance wiggles by 2% with each batch,
+    more than the flat-loss test allows, but the weights move by under a tenth of a percent
+    (the clean zoo moves them by 13% or more); then a higher rate is tried, and its copy is
+    measured with batch-norm statistics re-estimated (Keras' trail the weights by far at 150
+    steps)."""
+    report = _diagnose(BY_NAME["lr-div1000"].build(ZOO[name]))
+    codes = [f.code for f in report.findings]
+    assert codes[0] == "lr-too-low", codes
+    stalled = report.get("no-learning")
+    assert stalled.evidence["weight_relative_change"] < 0.001
+    assert stalled.evidence["train_accuracy"] < 0.3
+    first = report.findings[0]
+    assert first.evidence["accuracy_with_intervention"] >= 0.9

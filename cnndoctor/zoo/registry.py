@@ -22,7 +22,9 @@ class ZooEntry:
     dataset: str  # a key of data.SETS
     builder: Callable  # (seed, cfg, shape, classes) -> keras (model, labels) / torch (m, loss, opt)
     #: what the model is made of, for ``Operator.applies``: "conv", "bn", "gap", "flatten-head",
-    #: "dense-stack", "dropout", "augment", "smoothing", "adamw", "schedule", "frozen", "residual"
+    #: "dense-stack", "dropout", "augment", "smoothing", "adamw", "schedule", "frozen", "residual",
+    #: "small-map" (the last feature map is under 8 x 8: a kernel over all of it is an ordinary
+    #: convolution, not the dense layer in disguise of the oversized-layer operator)
     tags: frozenset = field(default_factory=frozenset)
     description: str = ""
     smallest: bool = False  # among the quickest to diagnose (the clean models tests/test_zoo.py runs)
@@ -84,12 +86,13 @@ _add("keras-augmented", "keras", "bars", km.augmented,
      {"conv", "bn", "gap", "augment", "smoothing", "adamw", "schedule", "clip"},
      "Keras: RandomRotation/RandomTranslation, label smoothing, AdamW + cosine decay, clipnorm")
 _add("keras-frozen-backbone", "keras", "digits16", km.frozen_backbone,
-     {"conv", "dense-stack", "frozen"}, "Keras: frozen conv backbone, trainable Dense head")
+     {"conv", "flatten-head", "frozen"}, "Keras: frozen conv backbone, trainable Dense head")
 _add("torch-cnn", "torch", "digits16", tm.plain_cnn, CONV,
      "PyTorch: Conv-ReLU-Pool x2, Linear (digits)", smallest=True)
 _add("torch-bn-gap", "torch", "bars", tm.bn_gap, {"conv", "bn", "gap"},
      "PyTorch: Conv-BN-ReLU x3, global average pooling (colour bars)")
-_add("torch-resnet18", "torch", "bars", tm.resnet18, {"conv", "bn", "gap", "residual"},
+_add("torch-resnet18", "torch", "bars", tm.resnet18,
+     {"conv", "bn", "gap", "residual", "small-map"},
      "PyTorch: ResNet-18 layout of basic blocks, widths 8-64 (colour bars)")
 _add("torch-mobilenet", "torch", "bars", tm.mobilenet, {"conv", "bn", "gap"},
      "PyTorch: depthwise-separable blocks, ReLU6 (colour bars)")
