@@ -5,10 +5,18 @@
 
 NAME: zoo models (``keras-cnn``, ``torch-resnet18``, ...) and/or operators (``double-softmax``,
 ...); none means all. Every operator runs on every chosen model it applies to (seed 0, at
-``--budget``), every chosen clean model over ``--seeds`` seeds at each clean budget. Prints the
-top-1 rate (an expected code ranked first) and found-anywhere rate per operator, the false alarms
-(any ``error`` on a clean model) per model, the median diagnosis time, and a confusion table
-(operator -> the code ranked first). Timings on a shared 2-core machine are noisy.
+``--budget``), every chosen clean model over ``--seeds`` seeds at each clean budget.
+
+A mutant counts only when it is *killed* (DeepCrime): trained as the user trains it, it is
+clearly worse than the clean model (``cnndoctor/zoo/killed.py``: one training of each, a margin
+of ``KILL_MARGIN``). The others are listed apart with their figures: a bug that does not hurt
+this model is not one a diagnosis must find. ``--no-kill-check`` skips those trainings and counts
+every mutant.
+
+Prints, over the killed mutants, the top-1 rate (an expected code ranked first) and
+found-anywhere rate per operator, the false alarms (any ``error`` on a clean model) per model,
+the median diagnosis time, a confusion table (operator -> the code ranked first), and any check
+skipped because a probe crashed. Timings on a shared 2-core machine are noisy.
 """
 from __future__ import annotations
 
@@ -25,7 +33,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import cnndoctor  # noqa: E402
 from cnndoctor.errors import InputError  # noqa: E402
-from cnndoctor.zoo import ZOO  # noqa: E402
+from cnndoctor.zoo import ZOO, killed  # noqa: E402
 from cnndoctor.zoo.mutations import OPERATORS, RUN_ONLY  # noqa: E402
 
 
@@ -36,14 +44,18 @@ def diagnose(setup, budget: str, seed: int) -> dict:
                                     seed=seed)
         ranked = [(f.code, f.severity) for f in report.findings]
         refused = None
+        # a check skipped because its probe crashed is a hole in the diagnosis, not a pass
+        failures = sorted({s.reason for s in report.skipped if "probe failed" in s.reason})
     except InputError as exc:  # diagnose refuses NaN data with the code in its message
         code = str(exc).split(":", 1)[0]
-        ranked, refused = [(code, "error")], str(exc)
-    return {"ranked": ranked, "refused": refused, "seconds": time.perf_counter() - start}
+        ranked, refused, failures = [(code, "error")], str(exc), []
+    return {"ranked": ranked, "refused": refused, "probe_failures": failures,
+            "seconds": time.perf_counter() - start}
 
 
-def run_mutations(models, operators, budget: str, log) -> list[dict]:
+def run_mutations(models, operators, budget: str, log, kill_check: bool = True) -> list[dict]:
     rows = []
+    clean: dict[str, dict] = {}  # model -> the clean model's kill measurement (seed 0)
     for op in operators:
         for entry in models:
             if not op.applies(entry):
@@ -51,15 +63,28 @@ def run_mutations(models, operators, budget: str, log) -> list[dict]:
             try:
                 out = diagnose(op.build(entry, 0), budget, 0)
             except Exception as exc:  # a crash is a miss, reported with its reason
-                out = {"ranked": [], "refused": None, "seconds": 0.0,
+                out = {"ranked": [], "refused": None, "seconds": 0.0, "probe_failures": [],
                        "crash": f"{type(exc).__name__}: {exc}"[:300]}
+            kill = {"killed": True, "kill_why": "not measured (--no-kill-check)"}
+            if kill_check:
+                if entry.name not in clean:
+                    clean[entry.name] = killed.measure(entry.build(0), seed=0)
+                mutant = killed.measure(op.build(entry, 0), op.harm, 0, clean=entry.build(0))
+                hit, why = killed.verdict(op.harm, clean[entry.name], mutant)
+                kill = {"killed": hit, "kill_why": why, "clean_score": clean[entry.name]["score"],
+                        "mutant_score": mutant.get("score"),
+                        "kill_seconds": mutant["seconds"]}
             codes = [c for c, _ in out["ranked"]]
             row = {"operator": op.name, "model": entry.name, "expect": list(op.expect),
                    "top1": bool(codes) and codes[0] in op.expect,
-                   "found": any(c in op.expect for c in codes), **out}
+                   "found": any(c in op.expect for c in codes), **out, **kill}
             rows.append(row)
-            log(f"  {op.name:26} {entry.name:24} {'TOP1' if row['top1'] else 'found' if row['found'] else 'MISS':5} "
-                f"{out['seconds']:5.1f}s  {out['ranked'][:4]}{'  ' + out.get('crash', '') if out.get('crash') else ''}")
+            verdict = "TOP1" if row["top1"] else "found" if row["found"] else "MISS"
+            log(f"  {op.name:26} {entry.name:24} {verdict:5} "
+                f"{'killed' if row['killed'] else 'ALIVE ':6} {out['seconds']:5.1f}s  "
+                f"{out['ranked'][:4]}  [{row['kill_why']}]"
+                + (f"  {out['crash']}" if out.get("crash") else "")
+                + (f"  PROBE FAILED: {out['probe_failures']}" if out["probe_failures"] else ""))
     return rows
 
 
@@ -74,31 +99,51 @@ def run_clean(models, seeds: int, budgets, log) -> list[dict]:
                              "errors": errors, **out})
                 log(f"  clean {entry.name:24} {budget:8} seed {seed}: errors {errors or '-'}  "
                     f"warnings {[c for c, s in out['ranked'] if s == 'warning'] or '-'}  "
-                    f"({out['seconds']:.1f} s)")
+                    f"({out['seconds']:.1f} s)"
+                    + (f"  PROBE FAILED: {out['probe_failures']}" if out["probe_failures"] else ""))
     return rows
 
 
 def summarize(mut: list[dict], clean: list[dict]) -> str:
     lines = []
     if mut:
-        lines += ["", "| operator | expected code | models | top-1 | found anywhere | median s |",
-                  "|---|---|---|---|---|---|"]
+        lines += ["", "Over the killed mutants (the others are listed below):", "",
+                  "| operator | expected code | applies to | killed | top-1 | found anywhere | "
+                  "median s |", "|---|---|---|---|---|---|---|"]
         by_op = defaultdict(list)
         for r in mut:
             by_op[r["operator"]].append(r)
         for op, rs in by_op.items():
-            t1, fa = sum(r["top1"] for r in rs), sum(r["found"] for r in rs)
-            lines.append(f"| {op} | {', '.join(rs[0]['expect'])} | {len(rs)} | {t1}/{len(rs)} | "
-                         f"{fa}/{len(rs)} | {statistics.median(r['seconds'] for r in rs):.1f} |")
-        n = len(mut)
-        t1, fa = sum(r["top1"] for r in mut), sum(r["found"] for r in mut)
-        lines += ["", f"all mutations: top-1 {t1}/{n} ({100 * t1 / n:.0f}%), found anywhere "
-                      f"{fa}/{n} ({100 * fa / n:.0f}%), median "
-                      f"{statistics.median(r['seconds'] for r in mut):.1f} s per diagnosis"]
-        lines += ["", "confusion (operator -> code ranked first, count):", ""]
+            k = [r for r in rs if r["killed"]]
+            t1, fa = sum(r["top1"] for r in k), sum(r["found"] for r in k)
+            lines.append(f"| {op} | {', '.join(rs[0]['expect'])} | {len(rs)} | {len(k)} | "
+                         f"{t1}/{len(k)} | {fa}/{len(k)} | "
+                         f"{statistics.median(r['seconds'] for r in rs):.1f} |")
+        k = [r for r in mut if r["killed"]]
+        n = max(1, len(k))
+        t1, fa = sum(r["top1"] for r in k), sum(r["found"] for r in k)
+        lines += ["", f"killed mutants: {len(k)} of {len(mut)}; top-1 {t1}/{len(k)} "
+                      f"({100 * t1 / n:.1f}%), found anywhere {fa}/{len(k)} ({100 * fa / n:.1f}%), "
+                      f"median {statistics.median(r['seconds'] for r in mut):.1f} s per diagnosis"]
+        lines += ["", "confusion over the killed mutants (operator -> code ranked first, count):",
+                  ""]
         for op, rs in by_op.items():
-            first = Counter((r["ranked"][0][0] if r["ranked"] else "(nothing)") for r in rs)
-            lines.append(f"- {op}: " + ", ".join(f"{c} {k}" for c, k in first.most_common()))
+            first = Counter((r["ranked"][0][0] if r["ranked"] else "(nothing)")
+                            for r in rs if r["killed"])
+            if first:
+                lines.append(f"- {op}: " + ", ".join(f"{c} {k}" for c, k in first.most_common()))
+        misses = [r for r in k if not r["top1"]]
+        if misses:
+            lines += ["", "killed but not ranked first:", ""]
+            lines += [f"- {r['operator']} on {r['model']}: {r['ranked'][:3] or 'nothing'} "
+                      f"[{r['kill_why']}]" for r in misses]
+        alive = [r for r in mut if not r["killed"]]
+        if alive:
+            lines += ["", f"not killed ({len(alive)}: as good as the clean model, not counted):",
+                      ""]
+            lines += [f"- {r['operator']} on {r['model']}: {r['kill_why']}; diagnosis "
+                      f"{'top-1' if r['top1'] else 'found' if r['found'] else 'not found'}"
+                      f" {r['ranked'][:2]}" for r in alive]
     if clean:
         lines += ["", "| clean model | budget | seeds with an error | errors | median s |",
                   "|---|---|---|---|---|"]
@@ -113,6 +158,11 @@ def summarize(mut: list[dict], clean: list[dict]) -> str:
                          f"{statistics.median(r['seconds'] for r in rs):.1f} |")
         total = sum(1 for r in clean if r["errors"])
         lines += ["", f"false alarms: {total} of {len(clean)} clean diagnoses had an error"]
+    holes = [r for r in mut + clean if r.get("probe_failures")]
+    if holes:
+        lines += ["", "checks skipped because a probe crashed:", ""]
+        lines += [f"- {r.get('operator', 'clean')} on {r['model']}: {r['probe_failures']}"
+                  for r in holes]
     lines += ["", "not measured through diagnose() (loop bugs that `cnndoctor run` observes): "
                   + ", ".join(f"{k} -> {v}" for k, v in RUN_ONLY.items())]
     return "\n".join(lines)
@@ -127,6 +177,8 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None)
     ap.add_argument("--no-clean", action="store_true")
     ap.add_argument("--no-mutations", action="store_true")
+    ap.add_argument("--no-kill-check", action="store_true",
+                    help="count every mutant (skip the training that tells killed ones)")
     args = ap.parse_args(argv)
     ops = {o.name: o for o in OPERATORS}
     unknown = [n for n in args.names if n not in ZOO and n not in ops]
@@ -140,13 +192,16 @@ def main(argv=None) -> int:
     def log(line):
         print(line, flush=True)
 
-    mut = [] if args.no_mutations else run_mutations(models, operators, args.budget, log)
+    mut = [] if args.no_mutations else run_mutations(models, operators, args.budget, log,
+                                                     kill_check=not args.no_kill_check)
     clean = [] if args.no_clean else run_clean(models, args.seeds,
                                                args.clean_budgets.split(","), log)
     print(summarize(mut, clean))
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"budget": args.budget, "mutations": mut, "clean": clean}, fh, indent=1)
+            json.dump({"budget": args.budget, "argv": sys.argv[1:] if argv is None else argv,
+                       "kill_margin": killed.KILL_MARGIN, "date": time.strftime("%Y-%m-%d %H:%M"),
+                       "mutations": mut, "clean": clean}, fh, indent=1)
     return 0
 
 

@@ -25,7 +25,7 @@ def diagnose(model: Any, train: Any = None, val: Any = None, *, loss: Any = None
              evaluate: Any = None, reference: Any = None, budget: str = "standard",
              seed: int = 0, verify: bool = False, executor: str = "auto",
              progress: Callable[[str], None] | None = None, captured: dict | None = None,
-             title: str = "", device: Any = None) -> Report:
+             title: str = "", device: Any = None, scheduler: Any = None) -> Report:
     """Find out why ``model`` fails to train or generalize.
 
     model: a Keras 3 model or a ``torch.nn.Module`` (never modified: probes work on copies).
@@ -41,6 +41,10 @@ def diagnose(model: Any, train: Any = None, val: Any = None, *, loss: Any = None
     loss, optimizer: as used in training. Keras: taken from ``model.compile`` when omitted.
         PyTorch: the loss module or function (``nn.CrossEntropyLoss()``, ``F.cross_entropy``)
         and the optimizer over ``model.parameters()``.
+    scheduler: PyTorch: the learning-rate scheduler over ``optimizer`` (``OneCycleLR``,
+        ``CosineAnnealingLR``, ...), when training uses one; the probes' short trainings follow
+        its rates over the run in proportion (``cnndoctor/frameworks/torch/schedules.py``). Keras schedules
+        live in the optimizer and need nothing here.
     evaluate: ``(x, y)`` exactly as fed by the evaluation or prediction code, when it differs from
         the training pipeline.
     reference: ``(x, y)`` or ``x``: real-world samples the model should handle.
@@ -112,12 +116,14 @@ def diagnose(model: Any, train: Any = None, val: Any = None, *, loss: Any = None
     if framework == "keras":
         loss = loss if loss is not None else getattr(model, "loss", None)
         optimizer = optimizer if optimizer is not None else getattr(model, "optimizer", None)
+    schedule, optimizer = _schedule(scheduler, optimizer, framework)
     example = _example(train_ds, data_format)
     graph = describe(model, loss=loss, example=example)
     timings["read model"] = time.perf_counter() - start
 
     ev = Evidence(graph=graph, train=train_ds, val=val_ds, evaluation=eval_list,
                   reference=ref_ds, budget=budget, model=model, loss=loss, optimizer=optimizer,
+                  schedule=schedule,
                   batch_size=batch_size or 32, epochs=epochs)
     if captured:
         ev.probes["captured"] = captured
@@ -186,6 +192,28 @@ def _merge(more, findings, passed, skipped):
     passed = [p for p in passed if p.code not in codes] + new_passed
     skipped = [s for s in skipped if s.code not in codes]
     return findings, passed, skipped
+
+
+def _schedule(scheduler, optimizer, framework: str):
+    """(the scheduler replayed or None, the optimizer): a scheduler needs a torch model and the
+    optimizer it was made for (taken from it when ``optimizer`` is not given)."""
+    if scheduler is None:
+        return None, optimizer
+    from .frameworks.torch import schedules as lr_schedules
+
+    if framework != "torch" or not lr_schedules.is_scheduler(scheduler):
+        raise InputError(
+            f"scheduler must be a torch.optim.lr_scheduler object over the optimizer of a "
+            f"PyTorch model, got {type(scheduler).__name__}"
+            + (" for a Keras model (a Keras schedule goes into the optimizer: "
+               "keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(...)))"
+               if framework == "keras" else "") + ".")
+    if optimizer is None:
+        optimizer = scheduler.optimizer
+    elif scheduler.optimizer is not optimizer:
+        raise InputError("the scheduler was made for another optimizer than optimizer=...: "
+                         "expected torch.optim.lr_scheduler.X(optimizer, ...) over that optimizer.")
+    return lr_schedules.replay(scheduler), optimizer
 
 
 def _example(ds, data_format: str):

@@ -17,9 +17,12 @@ from . import graph as g
 from . import runtime as rt
 from .ranking import causes_of
 
-#: The symptoms that trigger the interventions (issue 11).
+#: The symptoms that trigger the interventions (issue 11). Dead ReLU units (half of a layer or
+#: more: a healthy layer keeps 0-12% dead) come from a learning rate that throws the weights too
+#: far as often as from a cause the static checks see (the dead-relu check's own explanation);
+#: they are never a root cause themselves, so they do not explain the other symptoms away either.
 SYMPTOMS = ("no-learning", "loss-plateau", "cannot-overfit-batch", "vanishing-gradient",
-            "exploding-gradient", "nan-loss")
+            "exploding-gradient", "nan-loss", "dead-relu")
 #: Steps of each intervention run, and a time limit per run (a safety net for slow models).
 #: 150 steps at quick: SGD at learning rate 20 on the MNIST subset, divided by 100, reaches
 #: ~85% held-out accuracy in that many steps (tests/test_verify.py), 80 steps proved too few
@@ -106,7 +109,7 @@ def investigate(ev, ctx, findings):
     n = min(len(trial.x_train), MAX_TRAIN[budget])
     trial = trial.change(x_train=trial.x_train[:n], y_train=trial.y_train[:n])
     steps, secs = STEPS[budget], SECONDS[budget]
-    user_lr = rt.current_lr(ev.model, ev.optimizer)
+    user_lr = rt.user_lr(ev.model, ev.optimizer, ev.schedule)
     base = _summ(run_trial(trial, ctx.seed, steps, secs))
     tried = []
     plan = []

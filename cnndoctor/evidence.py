@@ -63,6 +63,9 @@ class Evidence:
     model: Any = None  # the user's model (never modified: probes work on copies)
     loss: Any = None  # the user's loss, as given
     optimizer: Any = None  # the user's optimizer (or its description), as given
+    #: the user's torch learning-rate scheduler, replayed (``frameworks/torch/schedules.replay``: the settings
+    #: of every parameter group before each step of the run), or None
+    schedule: list | None = None
     batch_size: int | None = None
     epochs: int | None = None  # what the user trained for, when known
     probes: dict[str, Any] = field(default_factory=dict)  # probe name -> its result

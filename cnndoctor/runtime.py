@@ -217,6 +217,19 @@ def current_lr(model: Any, optimizer: Any = None) -> float | None:
     return learning_rate(opt)
 
 
+def user_lr(model: Any, optimizer: Any, schedule: list | None = None) -> float | None:
+    """The learning rate the user trains at: the peak of their torch schedule (a
+    ``frameworks/torch/schedules.replay``), else the optimizer's rate now (a OneCycleLR leaves the
+    optimizer at its starting rate, ``max_lr / div_factor``)."""
+    if schedule:
+        from .frameworks.torch.schedules import peak
+
+        top = peak(schedule)
+        if top is not None:
+            return top
+    return current_lr(model, optimizer)
+
+
 def describe_optimizer(optimizer: Any, model: Any = None) -> str:
     """A short description: "RMSprop(lr=0.001)"."""
     opt = optimizer
@@ -260,7 +273,7 @@ def fit(model: Any, x: Any, y: Any, *, loss: Any = None, optimizer: Any = None, 
         on_step: Callable[[StepInfo], Any] | None = None,
         lr_schedule: Callable[[int], float] | None = None,
         forward_context: Callable[[int], Any] | None = None,
-        reset_grads: bool = True) -> dict:
+        reset_grads: bool = True, user_schedule: list | None = None) -> dict:
     """Train ``model`` in place (callers pass a ``clone``) and return its history.
 
     ``loss``/``optimizer`` are the user's: for Keras, None means the model's ``compile()``
@@ -273,6 +286,9 @@ def fit(model: Any, x: Any, y: Any, *, loss: Any = None, optimizer: Any = None, 
     stops at the first non-finite
     loss, after ``max_steps`` updates or ``max_seconds``. ``reset_grads=False`` reproduces a
     training loop that never calls ``zero_grad()`` (gradients pile up across steps).
+    ``user_schedule``: the user's torch learning-rate scheduler as
+    ``frameworks/torch/schedules.replay`` gives it, followed over this run in proportion to its
+    length, unless ``lr`` or ``lr_schedule`` sets the rate.
 
     Returns ``{"loss": per step, "epoch_loss", "acc" (running training accuracy per epoch),
     "epoch_samples" (samples each epoch actually trained on),
@@ -300,6 +316,12 @@ def fit(model: Any, x: Any, y: Any, *, loss: Any = None, optimizer: Any = None, 
         fw.reseed(model, seed)
         trainer = fw.Trainer(model, loss, optimizer, lr, reset_grads)
         history["optimizer"] = describe_optimizer(trainer.optimizer, model)
+        plan = None
+        if user_schedule and lr is None and lr_schedule is None:
+            planned = max(1, int(epochs)) * math.ceil(n / batch_size)
+            plan = trainer.schedule(user_schedule, min(planned, max_steps) if max_steps
+                                    else planned)
+        history["scheduled"] = plan is not None
         rng = np.random.default_rng(seed)
         aug_rng = np.random.default_rng([seed, 1])
         step = 0
@@ -315,6 +337,8 @@ def fit(model: Any, x: Any, y: Any, *, loss: Any = None, optimizer: Any = None, 
                         xb = augment(to_numpy(xb), aug_rng)
                     if lr_schedule is not None:
                         trainer.set_lr(float(lr_schedule(step)))
+                    elif plan is not None:
+                        trainer.follow(plan(step))
                     xin = fw.as_input(model, xb)
                     if forward_context is not None:
                         with forward_context(step):

@@ -69,6 +69,9 @@ LR_SEARCH = (10.0, 100.0, 1000.0, 0.1)
 LR_SEARCH_ALL_SEEDS = 500
 #: Points kept of each loss curve for the report's plots.
 CURVE_POINTS = 60
+#: Training images a retrained copy's batch-norm statistics are re-estimated on before it is
+#: measured (as the training probe does: probes/training.py INIT_SAMPLES at standard).
+BN_SAMPLES = 512
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,6 +111,7 @@ def base_trial(ev, budget: str) -> Trial:
     keras = ev.framework == "keras"
     return Trial(framework=ev.framework, model=ev.model,
                  loss=None if keras else ev.loss, optimizer=None if keras else ev.optimizer,
+                 schedule=ev.schedule,
                  x_train=xt, y_train=yt, x_val=xv, y_val=yv,
                  batch_size=int(ev.batch_size or 32), x_target=xv, y_target=yv,
                  target_name=val_name)
@@ -186,7 +190,14 @@ def run_trial(trial: Trial, seed: int, steps: int, max_seconds: float) -> dict:
         epochs = max(1, math.ceil(steps / per_epoch))
         hist = rt.fit(model, x, y, loss=trial.loss, optimizer=trial.optimizer, epochs=epochs,
                       batch_size=trial.batch_size, seed=seed, lr=trial.lr, augment=trial.augment,
-                      max_steps=steps, max_seconds=max_seconds, reset_grads=trial.reset_grads)
+                      max_steps=steps, max_seconds=max_seconds, reset_grads=trial.reset_grads,
+                      user_schedule=trial.schedule)
+        if trial.eval_mode and hist.get("stopped") != "nonfinite":
+            # After a short run batch norm's running statistics trail the weights (Keras'
+            # momentum 0.99 keeps 22% of the initial ones after 150 steps): a Keras MobileNet
+            # that fits its data reads 25% held out with them. Re-estimated on training images,
+            # the copy is measured on what its weights learned, the same for every trial.
+            rt.reestimate_batchnorm(model, rt.take(x, np.arange(min(len(x), BN_SAMPLES))))
     xt = fwd(trial.x_target)
     if trial.target == "evaluation" and trial.eval_transform is not None:
         xt = trial.eval_transform(trial.x_target)  # the evaluation pipeline replaces the input
@@ -366,7 +377,7 @@ def _own_learning_rate(trial: Trial, ev, ctx, budget: str) -> tuple[Trial, dict 
     """When training had stalled, the fixed setup brings its own learning rate: a short search
     over LR_SEARCH multiples of the user's rate on one seed, best held-out score kept (CASES.md
     case 2: with the model fixed, the user's SGD at 1e-3 still does not fit six images)."""
-    user = rt.current_lr(ev.model, ev.optimizer)
+    user = rt.user_lr(ev.model, ev.optimizer, ev.schedule)
     if not user:
         return trial, None
     seeds = [ctx.seed]

@@ -112,10 +112,16 @@ def test_torch_optimizer_is_recreated_for_the_copy_with_its_groups(mnist_small):
     assert same_weights(before, weights_of(net))  # weights and batch-norm statistics
     assert len(opt.state) == 0 and net.training
     assert not same_weights(before, weights_of(twin))
-    # lr overrides the first group's rate and keeps the ratio of the others
+    # lr overrides the first group's rate (the rate current_lr reports) and keeps the ratio of
+    # the others to it
     history = rt.fit(rt.clone(net), _nchw(x[:64]), y[:64], loss=torch.nn.CrossEntropyLoss(),
                      optimizer=opt, lr=0.01, epochs=1, batch_size=32)
-    assert history["lr"][0] == pytest.approx(0.005)
+    assert history["lr"][0] == pytest.approx(0.01) and rt.current_lr(net, opt) == 0.05
+    from cnndoctor.frameworks.torch.runtime import Trainer
+
+    trainer = Trainer(rt.clone(net), None, opt, 0.01)
+    assert [g["lr"] for g in trainer.optimizer.param_groups] == [pytest.approx(0.01),
+                                                                 pytest.approx(0.02)]
 
 
 def test_predict_restores_modes_and_batch_norm_statistics(mnist_small):

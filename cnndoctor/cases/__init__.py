@@ -23,6 +23,7 @@ class Setup:
     evaluate: tuple | None = None  # (x, y) as fed by the user's evaluation code, when it differs
     reference: tuple | None = None  # real-world samples (x, y)
     description: str = ""
+    scheduler: Any = None  # torch: the learning-rate scheduler over ``optimizer``, if any
 
     def diagnose_kwargs(self) -> dict:
         out = dict(train=self.train, val=self.val, loss=self.loss, optimizer=self.optimizer,
@@ -31,6 +32,8 @@ class Setup:
             out["evaluate"] = self.evaluate
         if self.reference is not None:
             out["reference"] = self.reference
+        if self.scheduler is not None:
+            out["scheduler"] = self.scheduler
         return out
 
 

@@ -7,8 +7,10 @@ from . import Finding, Fix, Passed, register, snippet
 CODE = "output-size-mismatch"
 
 
+# A wrong unit count also makes the output activation wrong for the loss (a softmax over the
+# one unit left of four always gives 1.0): giving the layer one unit per class mends both.
 @register(CODE, "model", needs=("labels",),
-          explains=("cannot-overfit-batch",))
+          explains=("cannot-overfit-batch", "output-activation-mismatch",))
 def check(ev):
     units = ev.graph.output_units
     classes = ev.train.num_classes_in_labels

@@ -48,6 +48,7 @@ class Trial:
     y_val: Any
     batch_size: int = 32
     lr: float | None = None  # None: the optimizer's own
+    schedule: list | None = None  # the user's torch scheduler, replayed (frameworks/torch/schedules.replay)
     #: applied to every input the model is given (training, validation, evaluation, reference)
     transform: Callable[[np.ndarray], np.ndarray] | None = None
     #: applied to the evaluation inputs only (the evaluation pipeline, as the user runs it)

@@ -527,7 +527,8 @@ def probe_train(ev: Evidence, ctx: ProbeContext) -> None:
     before = weight_snapshot(model)
     result = run_recorded(model, recorder, xtr, ytr, loss=ev.loss, optimizer=ev.optimizer,
                           epochs=epochs, batch_size=bs, seed=_probe_seed(ctx, 3),
-                          val=data["val"], max_steps=steps, max_seconds=TRAIN_SECONDS[budget])
+                          val=data["val"], max_steps=steps, max_seconds=TRAIN_SECONDS[budget],
+                          user_schedule=ev.schedule)
     result["weight_change"] = weight_change(before, model)
     k = min(len(ytr), INIT_SAMPLES[budget])
     result["train_acc_eval"] = rt.accuracy(rt.predict(model, rt.take(xtr, np.arange(k))), ytr[:k])
@@ -545,12 +546,16 @@ def probe_train(ev: Evidence, ctx: ProbeContext) -> None:
                    "num_classes": data["num_classes"], "note": data["note"],
                    "ln_c": math.log(data["num_classes"]) if data["num_classes"] > 1 else None,
                    "logits_relu": logits_relu_name(ev.graph), "record_every": every,
-                   "user_lr": rt.current_lr(ev.model, ev.optimizer),
+                   "user_lr": rt.user_lr(ev.model, ev.optimizer, ev.schedule),
+                   "scheduled": result["history"].get("scheduled", False),
                    "optimizer": rt.describe_optimizer(ev.optimizer, ev.model)})
     ev.probes["train"] = result
-    ev.figures["loss_curve"] = {**_curve(result["history"]["loss"]), "ln_c": result["ln_c"],
+    curve = _curve(result["history"]["loss"])
+    ev.figures["loss_curve"] = {**curve, "ln_c": result["ln_c"],
                                 "epoch_loss": result["history"]["epoch_loss"],
                                 "val_acc": result["history"]["val_acc"]}
+    if result["scheduled"]:  # the rates the user's scheduler gave the copy, at the same steps
+        ev.figures["loss_curve"]["lr"] = [result["history"]["lr"][i] for i in curve["step"]]
     ev.figures["training_layers"] = {"relu": result["relu"], "gradients": result["gradients"]}
 
 
@@ -698,13 +703,13 @@ def probe_lr_range(ev: Evidence, ctx: ProbeContext) -> None:
     if reason:
         ev.probes["lr_range"] = {"skipped": reason}
         return
-    user_lr = rt.current_lr(ev.model, ev.optimizer)
+    start_lr = rt.user_lr(ev.model, ev.optimizer, ev.schedule)
     data = _split(ev, ctx.budget, _probe_seed(ctx, 6))
     xtr, ytr = data["train"]
     bs = _batch_size(ev, len(ytr))
     steps = LR_RANGE_STEPS[ctx.budget]
     epochs, steps = _steps_plan(len(ytr), bs, steps)
-    centre = user_lr if user_lr and user_lr > 0 else LR_DEFAULT
+    centre = start_lr if start_lr and start_lr > 0 else LR_DEFAULT
     lo = max(LR_RANGE_MIN, min(centre / LR_RANGE_BELOW, LR_RANGE_COVER[0]))
     hi = min(LR_RANGE_MAX, max(centre * LR_RANGE_ABOVE, LR_RANGE_COVER[1]))
     ctx.say(f"learning-rate range test ({steps} steps, {lo:.2g} to {hi:.2g})")
@@ -728,13 +733,13 @@ def probe_lr_range(ev: Evidence, ctx: ProbeContext) -> None:
                      batch_size=bs, seed=_probe_seed(ctx, 7), max_steps=steps,
                      lr_schedule=schedule, on_step=on_step)
     lrs = [schedule(i) for i in range(len(smoothed))]
-    result = {"user_lr": user_lr, "lrs": lrs, "loss": smoothed, "raw_loss": history["loss"],
+    result = {"user_lr": start_lr, "lrs": lrs, "loss": smoothed, "raw_loss": history["loss"],
               "steps": len(smoothed), "optimizer": rt.describe_optimizer(ev.optimizer, ev.model)}
     result.update(_range_summary(lrs, smoothed, history))
     ev.probes["lr_range"] = result
     ev.figures["lr_range"] = {"lr": lrs, "loss": [v if math.isfinite(v) else None
                                                   for v in smoothed],
-                              "user_lr": user_lr, "suggested_lr": result.get("suggested_lr")}
+                              "user_lr": start_lr, "suggested_lr": result.get("suggested_lr")}
 
 
 def _range_summary(lrs: list[float], smoothed: list[float], history: dict) -> dict:
@@ -786,7 +791,8 @@ def probe_seeds(ev: Evidence, ctx: ProbeContext) -> None:
     epochs, steps = _steps_plan(len(ytr), bs, SEED_STEPS[ctx.budget])
     c = data["num_classes"]
     seeds = [_probe_seed(ctx, 100 + i) for i in range(k)]
-    settings = {"loss": ev.loss, "optimizer": ev.optimizer, "epochs": epochs, "batch_size": bs,
+    settings = {"loss": ev.loss, "optimizer": ev.optimizer, "schedule": ev.schedule,
+                "epochs": epochs, "batch_size": bs,
                 "steps": steps, "max_seconds": SEED_SECONDS[ctx.budget], "num_classes": c}
     jobs = [Job(seed_run, (ev.model, xtr, ytr, xv, yv), {"seed": seed, **settings},
                 label=f"multi-seed study, seed {seed} ({steps} steps)") for seed in seeds]
@@ -809,7 +815,8 @@ def probe_seeds(ev: Evidence, ctx: ProbeContext) -> None:
 
 
 def seed_run(model, xtr, ytr, xv, yv, *, seed: int, loss, optimizer, epochs: int,
-             batch_size: int, steps: int, max_seconds: float, num_classes: int) -> dict:
+             batch_size: int, steps: int, max_seconds: float, num_classes: int,
+             schedule: list | None = None) -> dict:
     """One run of the multi-seed study (an executor job): a fresh initialisation of ``model``
     from ``seed``, trained with the user's loss and optimizer; plain figures only."""
     try:
@@ -817,7 +824,8 @@ def seed_run(model, xtr, ytr, xv, yv, *, seed: int, loss, optimizer, epochs: int
     except NotImplementedError as exc:
         return {"seed": seed, "skipped": str(exc)}
     history = rt.fit(fresh, xtr, ytr, loss=loss, optimizer=optimizer, epochs=epochs,
-                     batch_size=batch_size, seed=seed, max_steps=steps, max_seconds=max_seconds)
+                     batch_size=batch_size, seed=seed, max_steps=steps, max_seconds=max_seconds,
+                     user_schedule=schedule)
     out = rt.predict(fresh, xv)
     acc = rt.accuracy(out, yv)
     pred = out.argmax(axis=1) if out.ndim == 2 and out.shape[1] > 1 else None

@@ -41,6 +41,10 @@ class Operator:
     applies: Callable[[ZooEntry], bool]
     cfg: dict | None = None  # Config fields to change
     data: Callable[[Setup, int], Setup] | None = None  # change the data the user passes
+    #: what the bug makes worse, for the kill criterion (killed.py): "accuracy" (validation),
+    #: "evaluation" (accuracy on the evaluation inputs) or "leakage" (the validation figure
+    #: overstates the accuracy on unseen images)
+    harm: str = "accuracy"
 
     def build(self, entry: ZooEntry, seed: int = 0) -> Setup:
         setup = entry.build(seed, Config(**(self.cfg or {})))
@@ -60,14 +64,24 @@ def _like(ref, arr):
     return arr
 
 
+def _pair(data) -> tuple:
+    """(x, y) of a data argument: a pair, or a zoo Dataset (torch_data.AugmentedImages)."""
+    return (data.images, data.targets) if hasattr(data, "with_data") else data
+
+
+def _rebuilt(data, x, y):
+    """``data`` of the same kind holding ``x`` and ``y`` (a Dataset keeps its augmentation)."""
+    return data.with_data(x, y) if hasattr(data, "with_data") else (x, y)
+
+
 def _labels(y) -> np.ndarray:
     y = _np(y)
     return y.argmax(1) if y.ndim == 2 else y
 
 
 def _raw_pixels(s: Setup, seed: int) -> Setup:
-    (xt, yt), (xv, yv) = s.train, s.val
-    return replace(s, train=(_like(xt, _np(xt) * PIXEL_MAX), yt),
+    (xt, yt), (xv, yv) = _pair(s.train), s.val
+    return replace(s, train=_rebuilt(s.train, _like(xt, _np(xt) * PIXEL_MAX), yt),
                    val=(_like(xv, _np(xv) * PIXEL_MAX), yv))
 
 
@@ -77,7 +91,7 @@ def _eval_raw(s: Setup, seed: int) -> Setup:
 
 
 def _imbalance(s: Setup, seed: int) -> Setup:
-    xt, yt = s.train
+    xt, yt = _pair(s.train)
     lab = _labels(yt)
     rng = np.random.default_rng(seed)
     keep = []
@@ -87,17 +101,18 @@ def _imbalance(s: Setup, seed: int) -> Setup:
             idx = rng.choice(idx, max(2, int(round(len(idx) * RARE_SHARE))), replace=False)
         keep.append(idx)
     keep = np.sort(np.concatenate(keep))
-    return replace(s, train=(_like(xt, _np(xt)[keep]), _like(yt, _np(yt)[keep])))
+    return replace(s, train=_rebuilt(s.train, _like(xt, _np(xt)[keep]),
+                                     _like(yt, _np(yt)[keep])))
 
 
 def _shuffle_labels(s: Setup, seed: int) -> Setup:
-    xt, yt = s.train
+    xt, yt = _pair(s.train)
     perm = np.random.default_rng(seed).permutation(len(_np(yt)))
-    return replace(s, train=(xt, _like(yt, _np(yt)[perm])))
+    return replace(s, train=_rebuilt(s.train, xt, _like(yt, _np(yt)[perm])))
 
 
 def _leak(s: Setup, seed: int) -> Setup:
-    (xt, yt), (xv, yv) = s.train, s.val
+    (xt, yt), (xv, yv) = _pair(s.train), s.val
     n = int(round(len(_np(yv)) * LEAK_SHARE))
     rng = np.random.default_rng(seed)
     src = rng.choice(len(_np(yt)), n, replace=False)
@@ -114,18 +129,18 @@ def _swap_layout(s: Setup, seed: int) -> Setup:
         a = a.transpose(0, 3, 1, 2) if a.shape[-1] in (1, 3) else a.transpose(0, 2, 3, 1)
         return _like(x, a)
 
-    (xt, yt), (xv, yv) = s.train, s.val
-    return replace(s, train=(swap(xt), yt), val=(swap(xv), yv))
+    (xt, yt), (xv, yv) = _pair(s.train), s.val
+    return replace(s, train=_rebuilt(s.train, swap(xt), yt), val=(swap(xv), yv))
 
 
 def _nan(s: Setup, seed: int) -> Setup:
-    xt, yt = s.train
+    xt, yt = _pair(s.train)
     x = _np(xt).copy()
     rng = np.random.default_rng(seed)
     rows = rng.choice(len(x), max(1, int(round(len(x) * NAN_SHARE))), replace=False)
     flat = x.reshape(len(x), -1)
     flat[rows, rng.integers(0, flat.shape[1], len(rows))] = np.nan
-    return replace(s, train=(_like(xt, x), yt))
+    return replace(s, train=_rebuilt(s.train, _like(xt, x), yt))
 
 
 def _any(entry) -> bool:
@@ -158,14 +173,16 @@ OPERATORS: list[Operator] = [
              "three output units fewer than classes", _any, cfg={"units_delta": -3}),
     Operator("oversized-layer", ("oversized-layer",),
              "a whole-map convolution with 256 filters as the head",
-             lambda e: "conv" in e.tags and "frozen" not in e.tags, cfg={"oversized": True}),
+             lambda e: "conv" in e.tags and not e.tags & {"frozen", "small-map"},
+             cfg={"oversized": True}),
     Operator("excessive-dropout", ("excessive-dropout",),
              f"dropout {HIGH_DROPOUT} before the output", _any, cfg={"dropout": HIGH_DROPOUT}),
     Operator("raw-pixels", ("unnormalized-input",),
              "training and validation images in 0-255", _any,
              data=_raw_pixels),
     Operator("eval-preprocessing", ("preprocessing-mismatch", "train-eval-discrepancy"),
-             "evaluation images in 0-255 while training saw 0-1", _any, data=_eval_raw),
+             "evaluation images in 0-255 while training saw 0-1", _any, data=_eval_raw,
+             harm="evaluation"),
     Operator("class-imbalance", ("class-imbalance",),
              f"half of the classes keep {RARE_SHARE:.1%} of their training images", _any,
              data=_imbalance),
@@ -173,7 +190,7 @@ OPERATORS: list[Operator] = [
              "training labels permuted", _any, data=_shuffle_labels),
     Operator("duplicate-leakage", ("duplicate-leakage",),
              f"{LEAK_SHARE:.0%} of the validation images copied from the training set", _any,
-             data=_leak),
+             data=_leak, harm="leakage"),
     Operator("channel-layout", ("channel-layout",),
              "images given in the other framework's layout", _any, data=_swap_layout),
     Operator("lr-x100", ("lr-too-high",), f"learning rate x{LR_HIGH:g}", _any,

@@ -16,6 +16,14 @@ LABEL_SMOOTHING = 0.1
 WEIGHT_DECAY = 0.05
 VGG_DROPOUT = 0.3
 OVERSIZED_FILTERS = 256
+#: OneCycle (Smith and Topin 2019, "Super-convergence"): SGD with Nesterov momentum 0.9 up to a
+#: peak rate of 0.1 (torch's OneCycleLR defaults otherwise: 30% warm-up, start at peak / 25), and
+#: the weight decay 5e-4 of their CIFAR ResNets
+ONECYCLE_MAX_LR = 0.1
+SGD_MOMENTUM = 0.9
+SGD_WEIGHT_DECAY = 5e-4
+#: cosine annealing to a hundredth of the rate (timm's default ``min_lr`` ratio is 1e-2 or lower)
+COSINE_FLOOR = 0.01
 #: ResNet-18: two basic blocks per stage; our widths are 1/8 of the paper's 64-128-256-512
 RESNET18_STAGES = (2, 2, 2, 2)
 RESNET_WIDTHS = (8, 16, 32, 64)
@@ -61,17 +69,35 @@ def _head(cfg: Config, channels: int, size: int, classes: int, *, pool: str, dro
     return layers, loss
 
 
-def _finish(seed, model, loss, cfg: Config, *, adamw=False, params=None):
+def _finish(seed, model, loss, cfg: Config, *, adamw=False, params=None, sgd=False):
     import torch
 
     if cfg.freeze_all:
         for p in model.parameters():
             p.requires_grad_(False)
-    lr = BASE_LR * cfg.lr_factor
     params = list(model.parameters()) if params is None else params
+    if sgd:
+        opt = torch.optim.SGD(params, lr=ONECYCLE_MAX_LR * cfg.lr_factor, momentum=SGD_MOMENTUM,
+                              nesterov=True, weight_decay=SGD_WEIGHT_DECAY)
+        return model, loss, opt
+    lr = BASE_LR * cfg.lr_factor
     opt = (torch.optim.AdamW(params, lr=lr, weight_decay=WEIGHT_DECAY) if adamw
            else torch.optim.Adam(params, lr=lr))
     return model, loss, opt
+
+
+def scheduler(kind: str, opt, epochs: int, steps_per_epoch: int):
+    """The learning-rate scheduler a zoo entry trains with, over its optimizer: ``"onecycle"``
+    stepped after every batch, ``"cosine"`` after every epoch (as their docs use them)."""
+    import torch
+
+    if kind == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=opt.param_groups[0]["lr"], epochs=epochs, steps_per_epoch=steps_per_epoch)
+    if kind == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(
+            opt, T_max=epochs, eta_min=opt.param_groups[0]["lr"] * COSINE_FLOOR)
+    raise ValueError(f"unknown schedule {kind!r}")
 
 
 def _conv(cin, cout, cfg, *, bn=False, stride=1):
@@ -220,3 +246,35 @@ def frozen_backbone(seed, cfg, shape, classes):
     model = nn.Sequential(backbone, *head)
     params = [p for p in model.parameters() if p.requires_grad] if not cfg.freeze_all else None
     return _finish(seed, model, loss, cfg, params=params)
+
+
+def augmented(seed, cfg, shape, classes):
+    """Conv-BN-ReLU + global average pooling, trained from a ``Dataset`` that augments in
+    ``__getitem__`` (``torch_data.AugmentedImages``), label smoothing, AdamW, cosine annealing."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    body = [*_conv(shape[0], 16, cfg, bn=True), *_conv(16, 32, cfg, bn=True, stride=2),
+            *_conv(32, 32, cfg, bn=True)]
+    head, loss = _head(cfg, 32, shape[1] // 2, classes, pool="gap")
+    if isinstance(loss, nn.CrossEntropyLoss):
+        loss = nn.CrossEntropyLoss(label_smoothing=LABEL_SMOOTHING)
+    return _finish(seed, nn.Sequential(*body, *head), loss, cfg, adamw=True)
+
+
+def onecycle(seed, cfg, shape, classes):
+    """Conv-BN-ReLU-Pool x2 and a Linear head, SGD with Nesterov momentum and weight decay under
+    a OneCycle schedule (the super-convergence recipe)."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    c, s = shape[0], shape[1]
+    body = [*_conv(c, 16, cfg, bn=True), nn.MaxPool2d(2), *_conv(16, 32, cfg, bn=True)]
+    size = s // 2
+    if not cfg.oversized:
+        body.append(nn.MaxPool2d(2))
+        size //= 2
+    head, loss = _head(cfg, 32, size, classes, pool="flatten")
+    return _finish(seed, nn.Sequential(*body, *head), loss, cfg, sgd=True)

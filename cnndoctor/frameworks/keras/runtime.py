@@ -287,6 +287,13 @@ class Trainer:
     def set_lr(self, lr: float) -> None:
         self.optimizer.learning_rate = lr
 
+    def schedule(self, replayed: list, steps: int):
+        """Keras schedules live in the optimizer and are cloned with it: nothing to follow."""
+        return None
+
+    def follow(self, settings: list[dict]) -> None:  # pragma: no cover - schedule() is None
+        raise NotImplementedError
+
     @property
     def lr(self) -> float | None:
         return learning_rate(self.optimizer)

@@ -152,7 +152,10 @@ def optimizer_for(model: Any, optimizer: Any, lr: float | None):
             mapping = {pid: params[i] for pid, i in origin.items() if i < len(params)}
         else:
             mapping = {}
-    base_lr = optimizer.defaults.get("lr")
+    # per-group rates keep their ratio to the first group's, the rate ``current_lr`` reports (a
+    # scheduler may have moved every group away from ``defaults["lr"]``: OneCycleLR starts at
+    # max_lr / 25)
+    base_lr = groups_in[0].get("lr", optimizer.defaults.get("lr")) if groups_in else None
     groups = []
     used: set[int] = set()
     for g in groups_in:
@@ -179,8 +182,14 @@ def optimizer_for(model: Any, optimizer: Any, lr: float | None):
     try:
         return type(optimizer)(groups, **defaults)
     except TypeError:
-        defaults = {k: v for k, v in defaults.items()
-                    if k not in ("foreach", "fused", "differentiable", "capturable")}
+        # ``defaults`` may hold settings the constructor does not take back (torch 2.13's AdamW
+        # keeps ``decoupled_weight_decay``; foreach/fused/capturable on some builds): keep the
+        # ones its signature names (the groups still carry every setting)
+        import inspect
+
+        accepted = inspect.signature(type(optimizer).__init__).parameters
+        defaults = {k: v for k, v in defaults.items() if k in accepted
+                    and k not in ("foreach", "fused", "differentiable", "capturable")}
         return type(optimizer)(groups, **defaults)
 
 
@@ -243,13 +252,24 @@ class Trainer:
     def set_lr(self, lr: float) -> None:
         """Every group at ``lr``, keeping the ratios between the groups' own learning rates."""
         opt = self.optimizer
-        base = opt.defaults.get("lr") or opt.param_groups[0]["lr"]
+        base = opt.param_groups[0]["lr"]  # ratios to the first group, as in optimizer_for
         for g in opt.param_groups:
             ratio = g.get("_cnndoctor_ratio")
             if ratio is None:
                 ratio = (g["lr"] / base) if base else 1.0
                 g["_cnndoctor_ratio"] = ratio
             g["lr"] = lr * ratio
+
+    def schedule(self, replayed: list, steps: int):
+        """The user's replayed scheduler spread over ``steps``: step -> group settings."""
+        from .schedules import follow
+
+        return follow(replayed, steps)
+
+    def follow(self, settings: list[dict]) -> None:
+        from .schedules import apply
+
+        apply(self.optimizer, settings)
 
     @property
     def lr(self) -> float | None:
