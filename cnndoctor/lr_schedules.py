@@ -144,3 +144,20 @@ def user_lr(model: Any, optimizer: Any, states: list[list[dict]] | None = None) 
 
     top = peak(states)
     return top if top is not None else rt.current_lr(model, optimizer)
+
+
+def rate_words(states: list[list[dict]] | None) -> str:
+    """How a finding names the user's rate: "learning rate", or "peak learning rate" when a
+    followed schedule sets it (``user_lr`` is then the schedule's peak)."""
+    return "peak learning rate" if states else "learning rate"
+
+
+def torch_rate_fix(lr: float, states: list[list[dict]] | None, plain: str | None = None) -> str:
+    """The torch line that sets the rate to ``lr``: ``plain`` (by default the optimizer's
+    groups), or, under a scheduler (which would overwrite them at its next step), its peak."""
+    if not states:
+        return plain or f"for g in optimizer.param_groups: g['lr'] = {lr:.2g}"
+    return (f"# the scheduler sets the rate at every step: make {lr:.2g} its peak\n"
+            f"scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr={lr:.2g}, ...)\n"
+            f"# (CosineAnnealingLR and the like scale from the optimizer's rate: "
+            f"lr={lr:.2g} in its constructor)")

@@ -316,3 +316,13 @@ def test_learning_rate_far_too_low_on_batch_norm_models_is_named(name):
     assert stalled.evidence["train_accuracy"] < 0.3
     first = report.findings[0]
     assert first.evidence["accuracy_with_intervention"] >= 0.9
+
+
+def test_too_high_peak_of_a_onecycle_schedule_is_named_with_the_scheduler_fix():
+    """OneCycleLR to 10 instead of 0.1: the rate is named as the schedule's peak and the fix
+    changes the scheduler's max_lr (setting the optimizer's groups would be overwritten)."""
+    report = _diagnose(BY_NAME["lr-x100"].build(ZOO["torch-onecycle"]))
+    first = report.findings[0]
+    assert first.code == "lr-too-high", [(f.code, f.severity) for f in report.findings]
+    assert first.title.startswith("peak learning rate 10 is too high")
+    assert "OneCycleLR(optimizer, max_lr=" in first.fix.code
