@@ -789,6 +789,10 @@ def fit(model: Any, x: Any, y: Any, *, loss: Any = None, optimizer: Any = None, 
         seed_everything(seed)
         if framework == "keras":
             _reseed_keras_generators(model, seed)
+        if lr is None and lr_schedule is not None and framework == "keras":
+            # a Keras optimizer built on a LearningRateSchedule refuses a new rate: the copy
+            # gets one of the same class and settings with a plain rate, set at every step
+            lr = float(lr_schedule(0))
         trainer = _Trainer(model, framework, loss, optimizer, lr, reset_grads)
         history["optimizer"] = describe_optimizer(trainer.optimizer, model)
         plan = None
