@@ -314,6 +314,10 @@ def fit(model: Any, x: Any, y: Any, *, loss: Any = None, optimizer: Any = None, 
     with preserved_rng(), probe_threads():
         seed_everything(seed)
         fw.reseed(model, seed)
+        if lr is None and lr_schedule is not None:
+            # a Keras optimizer built on a LearningRateSchedule refuses a new rate: the copy gets
+            # one of the same class and settings with a plain rate, set at every step
+            lr = float(lr_schedule(0))
         trainer = fw.Trainer(model, loss, optimizer, lr, reset_grads)
         history["optimizer"] = describe_optimizer(trainer.optimizer, model)
         plan = None

@@ -318,3 +318,37 @@ def test_learning_rate_far_too_low_on_batch_norm_models_is_named(name):
     assert stalled.evidence["train_accuracy"] < 0.3
     first = report.findings[0]
     assert first.evidence["accuracy_with_intervention"] >= 0.9
+
+
+def test_too_high_peak_of_a_onecycle_schedule_is_named_with_the_scheduler_fix():
+    """OneCycleLR to 10 instead of 0.1: the rate is named as the schedule's peak and the fix
+    changes the scheduler's max_lr (setting the optimizer's groups would be overwritten)."""
+    report = _diagnose(BY_NAME["lr-x100"].build(ZOO["torch-onecycle"]))
+    first = report.findings[0]
+    assert first.code == "lr-too-high", [(f.code, f.severity) for f in report.findings]
+    assert first.title.startswith("peak learning rate 10 is too high")
+    assert "OneCycleLR(optimizer, max_lr=" in first.fix.code
+
+
+def test_range_test_sets_its_rates_on_a_keras_optimizer_with_a_schedule():
+    """keras-augmented compiles AdamW on a CosineDecay schedule, whose rate cannot be set: the
+    range test's copy gets the same optimizer with a plain rate, set at every step."""
+    setup = ZOO["keras-augmented"].build(0)
+    x, y = setup.train
+    hist = rt.fit(rt.clone(setup.model), x[:64], y[:64], epochs=1, batch_size=32, max_steps=2,
+                  lr_schedule=lambda step: 1e-4 * 10 ** step)
+    assert hist["lr"] == [pytest.approx(1e-4), pytest.approx(1e-3)]
+    assert type(setup.model.optimizer.learning_rate).__name__ != "float"  # the user's: as it was
+
+
+def test_seed_runs_of_a_keras_batchnorm_model_are_read_on_what_they_learned():
+    """Three seeds of keras-bn-gap, 150 steps each (the standard seed study): with the running
+    statistics as they trail after so few steps they read anywhere from chance to 100%."""
+    from cnndoctor.probes.training import seed_run
+
+    setup = ZOO["keras-bn-gap"].build(0)
+    (xt, yt), (xv, yv) = setup.train, setup.val
+    accs = [seed_run(setup.model, xt[:1024], yt[:1024], xv, yv, seed=s, loss=None,
+                     optimizer=None, epochs=5, batch_size=32, steps=150, max_seconds=60,
+                     num_classes=4)["val_acc"] for s in (100, 101, 102)]
+    assert min(accs) >= 0.9, accs

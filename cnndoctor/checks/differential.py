@@ -8,6 +8,7 @@ recovered an unexplained training symptom, named as its cause with the figures.
 """
 from __future__ import annotations
 
+from ..frameworks.torch.schedules import rate_words, torch_rate_fix
 from . import Finding, Fix, Passed, register, snippet
 
 AREA = "training"
@@ -35,7 +36,8 @@ def _lr_finding(ev, d: dict, code: str) -> list:
     higher = code == "lr-too-high"
     return [Finding(
         code=code, area=AREA, severity="error",
-        title=(f"learning rate {user:.3g} is too {'high' if higher else 'low'}: at {new:.3g} "
+        title=(f"{rate_words(ev.schedule)} {user:.3g} is too {'high' if higher else 'low'}: "
+               f"at {new:.3g} "
                f"the same model trains ({as_trained} -> {r['accuracy']:.0%} in "
                f"{d['steps']} steps)"),
         explanation=(f"{', '.join(d['symptoms'])} had no other cause in this report, so copies "
@@ -50,7 +52,7 @@ def _lr_finding(ev, d: dict, code: str) -> list:
         fix=Fix(f"use a learning rate of about {new:.2g}",
                 snippet(ev, keras=f"optimizer.learning_rate = {new:.2g}   # or in the "
                                   f"optimizer's constructor",
-                        torch=f"for g in optimizer.param_groups: g['lr'] = {new:.2g}")))]
+                        torch=torch_rate_fix(new, ev.schedule))))]
 
 
 @register("lr-too-high", AREA, needs=("probe:differential",))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+from ..frameworks.torch.schedules import rate_words, torch_rate_fix
 from . import Finding, Fix, Passed, Skipped, register, snippet
 
 # ---------------------------------------------------------------------------------------------
@@ -485,7 +486,7 @@ def check_lr_high(ev):
                                       f"loss stops falling ({best:.3g})", figures)]
     return [Finding(
         code="lr-too-high", area=AREA, severity=severity,
-        title=(f"learning rate {user:.3g} is too high: the range test's loss "
+        title=(f"{rate_words(ev.schedule)} {user:.3g} is too high: the range test's loss "
                + (f"diverges from {diverged:.3g}" if severity == "error" else
                   f"stops falling at {best:.3g}")),
         explanation=("In a learning-rate range test (the rate is raised step by step while the "
@@ -495,7 +496,9 @@ def check_lr_high(ev):
         evidence={**figures, "probe_loss_change": progress},
         fix=Fix(f"use a learning rate near {lr['suggested_lr']:.2g}",
                 snippet(ev, keras=f"keras.optimizers.Adam(learning_rate={lr['suggested_lr']:.2g})",
-                        torch=f"torch.optim.Adam(model.parameters(), lr={lr['suggested_lr']:.2g})")))]
+                        torch=torch_rate_fix(lr["suggested_lr"], ev.schedule,
+                                             f"torch.optim.Adam(model.parameters(), "
+                                             f"lr={lr['suggested_lr']:.2g})"))))]
 
 
 @register("lr-too-low", AREA, needs=("probe:lr_range",),
@@ -518,7 +521,8 @@ def check_lr_low(ev):
                                      f"{_pct(progress)}", figures)]
     return [Finding(
         code="lr-too-low", area=AREA, severity="warning",
-        title=(f"learning rate {user:.3g} is {steep / user:.0f}x below where the loss falls "
+        title=(f"{rate_words(ev.schedule)} {user:.3g} is {steep / user:.0f}x below where the "
+               f"loss falls "
                f"fastest ({steep:.2g})"),
         explanation=("The range test shows the loss falling fastest at a much higher rate, and "
                      "in the short run at your rate the loss barely moved: training will take "
@@ -526,8 +530,7 @@ def check_lr_low(ev):
         evidence=figures,
         fix=Fix(f"raise the learning rate to about {lr['suggested_lr']:.2g}",
                 snippet(ev, keras=f"optimizer.learning_rate = {lr['suggested_lr']:.2g}",
-                        torch=f"for g in optimizer.param_groups: g['lr'] = "
-                              f"{lr['suggested_lr']:.2g}")))]
+                        torch=torch_rate_fix(lr["suggested_lr"], ev.schedule))))]
 
 
 # ---------------------------------------------------------------------------------------------

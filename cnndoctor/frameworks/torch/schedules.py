@@ -134,3 +134,20 @@ def peak(states: list[list[dict]] | None) -> float | None:
     """The highest rate of the first parameter group over a ``replay``, or None."""
     rates = [float(s[0]["lr"]) for s in states or [] if s and "lr" in s[0]]
     return max(rates) if rates else None
+
+
+def rate_words(states: list[list[dict]] | None) -> str:
+    """How a finding names the user's rate: "learning rate", or "peak learning rate" when a
+    followed schedule sets it (``user_lr`` is then the schedule's peak)."""
+    return "peak learning rate" if states else "learning rate"
+
+
+def torch_rate_fix(lr: float, states: list[list[dict]] | None, plain: str | None = None) -> str:
+    """The torch line that sets the rate to ``lr``: ``plain`` (by default the optimizer's
+    groups), or, under a scheduler (which would overwrite them at its next step), its peak."""
+    if not states:
+        return plain or f"for g in optimizer.param_groups: g['lr'] = {lr:.2g}"
+    return (f"# the scheduler sets the rate at every step: make {lr:.2g} its peak\n"
+            f"scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr={lr:.2g}, ...)\n"
+            f"# (CosineAnnealingLR and the like scale from the optimizer's rate: "
+            f"lr={lr:.2g} in its constructor)")
