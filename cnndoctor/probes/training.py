@@ -831,7 +831,7 @@ def seed_run(model, xtr, ytr, xv, yv, *, seed: int, loss, optimizer, epochs: int
         # weights (Keras keeps 22% of the initial ones), and how far differs from seed to seed:
         # the clean zoo's Keras batch-norm models spread over 45-100% with them, a spread of the
         # statistics, not of what the seeds learned. Re-estimated on training images first.
-        rt.reestimate_batchnorm(fresh, rt._take(xtr, np.arange(min(len(ytr),
+        rt.reestimate_batchnorm(fresh, rt.take(xtr, np.arange(min(len(ytr),
                                                                    INIT_SAMPLES["standard"]))))
     out = rt.predict(fresh, xv)
     acc = rt.accuracy(out, yv)
