@@ -6,8 +6,9 @@ every parameter group before each of its steps: picklable, for the executor's wo
 ``cnndoctor.runtime.fit(user_schedule=...)`` follows them. The probes train a copy for far fewer steps
 than the user's run, so the schedule is followed *in proportion*: step ``i`` of a probe of
 ``n`` steps gets the rates the user's scheduler gives at ``i * H / n`` of its length ``H``
-(``total_steps``, ``T_max``, ``total_iters``). The warm-up, the peak and the annealing of the user's run all fall
-inside the probe, whether the user steps the scheduler per batch or per epoch.
+(``total_steps``, ``T_max``, ``total_iters``). The warm-up, the peak and the annealing of the
+user's run all fall inside the probe, whether the user steps the scheduler per batch or per
+epoch.
 
 The schedule is replayed on a replica over a one-tensor optimizer: the user's scheduler and
 optimizer are never stepped. A scheduler whose length is not known (StepLR, ExponentialLR,
