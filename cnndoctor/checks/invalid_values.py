@@ -28,7 +28,8 @@ def problems(ev) -> list[str]:
         if y.dtype.kind == "f":
             nonint = ~np.isfinite(y) | (y != np.round(y))
             out.append(f"{int(nonint.sum())} {ds.name} labels are not whole class numbers "
-                       f"(e.g. {y[np.argmax(nonint)]!r}); expected integers 0..C-1 or one-hot rows")
+                       f"(e.g. {y[np.argmax(nonint)].item()!r}); expected integers 0..C-1 or "
+                       f"one-hot rows")
             continue
         if ds.label_format == "onehot":
             raw = np.asarray(ds.y if not hasattr(ds.y, "detach") else ds.y.detach().cpu().numpy())
