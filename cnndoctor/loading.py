@@ -295,9 +295,7 @@ def _load_torch_model(path: str, kind: str, trust_pickle: bool, advice: _Advice)
     if not trust_pickle:
         obj = _torch_load_safe(path, kind, advice)
         if _state_dict_of(obj) is not None:
-            raise InputError(
-                f"{path} holds a state_dict (weights only); cnndoctor needs the model too: "
-                f"{advice.weights} (a function in model.py that builds the model).")
+            raise _weights_only(path, advice)
         raise InputError(f"{path} holds a {type(obj).__name__}, not a torch model: expected a "
                          f"state_dict with {advice.weights}.")
     try:
@@ -313,9 +311,7 @@ def _load_torch_model(path: str, kind: str, trust_pickle: bool, advice: _Advice)
         if inner is not None:
             return inner
         if _state_dict_of(obj) is not None:
-            raise InputError(
-                f"{path} holds a state_dict (weights only); cnndoctor needs the model too: "
-                f"{advice.weights} (a function in model.py that builds the model).")
+            raise _weights_only(path, advice)
     raise InputError(f"{path} holds a {type(obj).__name__}, not a torch model: expected a whole "
                      f"torch.nn.Module (torch.save(model, ...)).")
 
@@ -375,6 +371,12 @@ def _pickle_globals(path: str, kind: str) -> list[str]:
     unique = list(dict.fromkeys(found))
     return [n for n in unique if not n.startswith(_ROUTINE_GLOBALS) and
             not n.endswith("Storage")]
+
+
+def _weights_only(path: str, advice) -> InputError:
+    """The refusal of a file that holds weights but no model, with the way to give both."""
+    return InputError(f"{path} holds a state_dict (weights only); cnndoctor needs the model too: "
+                      f"{advice.weights} (a function in model.py that builds the model).")
 
 
 def _state_dict_of(obj: Any) -> dict | None:
