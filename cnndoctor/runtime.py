@@ -208,13 +208,7 @@ def current_lr(model: Any, optimizer: Any = None) -> float | None:
     """The learning rate the optimizer uses now (Keras: compiled optimizer by default)."""
     fw = of(model)
     opt = optimizer if optimizer is not None else fw.own_optimizer(model)
-    if opt is None:
-        return None
-    if getattr(opt, "param_groups", None):
-        from .frameworks.torch.runtime import learning_rate
-    else:
-        from .frameworks.keras.runtime import learning_rate
-    return learning_rate(opt)
+    return None if opt is None else fw.learning_rate(opt)
 
 
 def user_lr(model: Any, optimizer: Any, schedule: list | None = None) -> float | None:
