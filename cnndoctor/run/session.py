@@ -341,12 +341,12 @@ class Session:
         self._keras = None
         self._legacy = None
 
-    def held(self):
-        """A step of the script that a stop must not cut in two (saving a file, starting
-        DataLoader workers): see ``stopping``."""
+    def held(self, deferred: bool = False):
+        """A step of the script that a stop must not cut in two (saving a file, starting or
+        shutting down DataLoader workers): see ``stopping``."""
         if self._stopper is None or not self.active:
             return contextlib.nullcontext()
-        return self._stopper.held()
+        return self._stopper.held(deferred)
 
     def guard(self, fn):
         """Run an observation; a failure in it is noted, never raised into the user's script."""

@@ -16,9 +16,11 @@ diagnosed. Everything captured lives in that process; a script therefore must ne
 - Ctrl-C while a script runs stops that script; what it did so far is still diagnosed.
 
 A stop waits while the script is inside a step that must not be cut in two (``held``): saving a
-model file (a stop there would leave the user a truncated file) and creating a ``DataLoader``'s
-worker processes (torch cannot shut down half-started workers); it is raised when that step
-returns.
+model file (a stop there would leave the user a truncated file), creating a ``DataLoader``'s
+worker processes (torch cannot shut down half-started workers) and shutting them down (torch
+marks the shutdown done before it starts: cut in two, it leaves workers that never end); it is
+raised when that step returns, or, for a step that may run inside a destructor (where an
+exception can only be printed and dropped), at the watchdog's next try.
 
 A stop is the exception ``ScriptStopped``, raised in the script's thread. It derives from
 ``BaseException``, so the ``except Exception`` of a script or a library does not swallow it. It is
@@ -138,15 +140,16 @@ class Stopper:
         self._deliver()
 
     @contextlib.contextmanager
-    def held(self):
-        """A step no stop may cut: a stop asked for meanwhile is raised when it returns."""
+    def held(self, deferred: bool = False):
+        """A step no stop may cut: a stop asked for meanwhile is raised when it returns, or,
+        ``deferred`` (a step that may run in a destructor), delivered again by the watchdog."""
         self.hold += 1
         try:
             yield
         finally:
             self.hold -= 1
             if self.hold == 0 and self.armed and self.pending is not None \
-                    and threading.get_ident() == self.thread:
+                    and threading.get_ident() == self.thread and not deferred:
                 raise _copy(self.pending)
 
     # ---- delivery ------------------------------------------------------------------------

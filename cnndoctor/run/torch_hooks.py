@@ -75,6 +75,12 @@ class TorchInstrument(Patches):
         from torch.utils.data import DataLoader
 
         self._patch(DataLoader, "__iter__", self._wrap_loader_iter(DataLoader.__iter__))
+        from torch.utils.data import dataloader as loader_mod
+
+        workers_iter = getattr(loader_mod, "_MultiProcessingDataLoaderIter", None)
+        if workers_iter is not None and hasattr(workers_iter, "_shutdown_workers"):
+            self._patch(workers_iter, "_shutdown_workers",
+                        self._wrap_shutdown(workers_iter._shutdown_workers))
         self._patch(torch, "save", self._wrap_save(torch.save))
         self._patch(torch, "load", self._wrap_load(torch.load))
         self._patch(torch.nn.Module, "load_state_dict",
@@ -346,6 +352,18 @@ class TorchInstrument(Patches):
         __iter__.__wrapped__ = orig
         __iter__.__doc__ = orig.__doc__
         return __iter__
+
+    def _wrap_shutdown(self, orig):
+        inst = self
+
+        def _shutdown_workers(self_, *args, **kwargs):
+            # runs at the end of a pass and in the iterator's destructor: a stop cutting it
+            # leaves workers running for good, so the stop waits for the watchdog's next try
+            with inst.session.held(deferred=True):
+                return orig(self_, *args, **kwargs)
+
+        _shutdown_workers.__wrapped__ = orig
+        return _shutdown_workers
 
     def _loader_pass(self, loader) -> None:
         from torch.utils.data import SequentialSampler
