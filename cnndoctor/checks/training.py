@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+from .. import graph as g
 from ..frameworks.torch.schedules import rate_words, torch_rate_fix
 from . import Finding, Fix, Passed, Skipped, register, snippet
 
@@ -46,6 +47,16 @@ PLATEAU_BAND = 0.05
 #: 50 %, error from 90 % (the layer barely passes anything on).
 DEAD_WARN = 0.5
 DEAD_ERROR = 0.9
+#: dead-relu at initialisation (probe init_coverage, forward only on fresh weights): a ReLU layer
+#: whose units all output 0 on this share of the images or more, averaged over the draws. Those
+#: images reach the next layer as zeros and cannot be told apart. Case 2's two 2x2 filters: 17%
+#: (Keras) and 27% (torch) over 8 draws; every healthy case and zoo model: 0% (docs/benchmarks.md).
+NARROW_SILENT_SHARE = 0.05
+#: ... seen on at least this many draws (one draw is one random initialisation).
+NARROW_MIN_DRAWS = 2
+#: The widening the fix suggests: units x this factor (the answer to case 2's report: 2 -> 6
+#: filters, with padding='same').
+WIDEN_FACTOR = 3
 #: vanishing-gradient: RMS gradient of the first weighted layer below this share of the last
 #: one's. Healthy reference cases stay within 0.05-5x (measured); 1e-3 is three decades below.
 VANISHING_RATIO = 1e-3
@@ -277,8 +288,11 @@ def check_plateau(ev):
 def check_dead_relu(ev):
     tr = ev.probes["train"]
     layers = tr.get("relu") or []
-    if not layers:
+    narrow = _narrow_layers(ev)
+    if not layers and not narrow:
         return [Skipped("dead-relu", "no ReLU was seen during the probe run")]
+    if narrow and not _dead_in_training(tr, layers):
+        return [_narrow_finding(ev, narrow, layers)]
     logits = tr.get("logits_relu")
     bad = []
     for entry in layers:
@@ -295,9 +309,12 @@ def check_dead_relu(ev):
                             "active_share": round(e["active_share"], 4)} for e in layers}
     if not bad:
         worst = max(layers, key=lambda e: e["dead_share"])
+        cov = ev.probes.get("init_coverage") or {}
+        also = (f"; on {cov['draws']} fresh initialisations no image left a layer silent"
+                if cov.get("draws") and cov.get("layers") else "")
         return [Passed("dead-relu", f"{len(layers)} ReLU layer(s): at most {_pct(worst['dead_share'])}"
                                     f" of units dead ({worst['layer']}) over the last "
-                                    f"{worst['window_batches']} recorded batches", summary)]
+                                    f"{worst['window_batches']} recorded batches{also}", summary)]
     severity = "error" if any(s == "error" for _, s, _ in bad) else "warning"
     parts = []
     for e, _, is_logits in bad:
@@ -324,7 +341,8 @@ def check_dead_relu(ev):
                                    "window_batches": e["window_batches"]}
                                   for e, _, is_logits in bad],
                   "window": "never active on any sample of the last recorded batches",
-                  "steps": tr["steps"]},
+                  "steps": tr["steps"],
+                  **({"narrow_layers": narrow} if narrow else {})},
         fix=Fix(("remove the ReLU from the logits (softmax needs linear logits)" if any_logits
                  else "normalize the inputs, lower the learning rate, or use He initialisation "
                       "/ LeakyReLU"),
@@ -333,6 +351,92 @@ def check_dead_relu(ev):
                                    "keras.layers.LeakyReLU(negative_slope=0.01)  # or normalize"),
                         torch=("return self.fc(x)  # linear logits, no F.relu" if any_logits else
                                "nn.LeakyReLU(0.01)  # or normalize the inputs"))))]
+
+
+def _dead_in_training(tr: dict, layers: list[dict]) -> bool:
+    """Whether the training window shows dead units the main dead-relu finding reports."""
+    logits = tr.get("logits_relu")
+    for e in layers:
+        if logits is not None and e["layer"].split("#")[0] == logits:
+            if e["dead_units"] >= 1:
+                return True
+        elif e["dead_share"] >= DEAD_WARN:
+            return True
+    return False
+
+
+def _feeding_layer(graph, name: str):
+    """The weighted layer whose outputs the ReLU ``name`` acts on (itself for a fused one)."""
+    layer = graph.by_name(name.split("#")[0]) if graph is not None else None
+    if layer is None:
+        return None
+    if layer.kind == g.WEIGHTED:
+        return layer
+    prev = graph.producer(layer, skip=g.PASS_THROUGH | {g.NORM})
+    return prev if prev is not None and prev.kind == g.WEIGHTED else None
+
+
+def _narrow_layers(ev) -> list[dict]:
+    """ReLU layers that leave images with no active unit on fresh weights (init_coverage)."""
+    cov = ev.probes.get("init_coverage") or {}
+    out = []
+    for e in cov.get("layers") or []:
+        if e["silent_share"] < NARROW_SILENT_SHARE or e["draws_with_silent_images"] < NARROW_MIN_DRAWS:
+            continue
+        weighted = _feeding_layer(ev.graph, e["layer"])
+        units = (weighted.units if weighted is not None else None) or e.get("units")
+        out.append({"layer": e["layer"], "units": units,
+                    "weighted_layer": weighted.name if weighted is not None else None,
+                    "weighted_label": weighted.label if weighted is not None else e["layer"],
+                    "op": weighted.op if weighted is not None else None,
+                    "kernel_size": list(weighted.kernel_size or []) if weighted is not None
+                    else None,
+                    "silent_share": round(e["silent_share"], 4),
+                    "silent_shares": e["silent_shares"], "draws": cov["draws"],
+                    "draws_with_silent_images": e["draws_with_silent_images"],
+                    "draws_all_silent": e["all_silent_draws"], "samples": cov["samples"],
+                    "suggested_units": int(units * WIDEN_FACTOR) if units else None})
+    return sorted(out, key=lambda e: -e["silent_share"])
+
+
+def _narrow_finding(ev, narrow: list[dict], layers: list[dict]) -> Finding:
+    top = narrow[0]
+    where = top["weighted_label"]
+    unit_word = "filters" if top["op"] == "conv" else "units"
+    size = f" with {top['units']} {unit_word}" if top["units"] else ""
+    title = (f"dead ReLU units at initialisation: {where}{size} leaves "
+             f"{_pct(top['silent_share'])} of the images with no active unit "
+             f"({top['draws']} fresh initialisations)")
+    explanation = (
+        f"On fresh weights every unit of {where} outputs 0 for some images: those images reach "
+        f"the next layer as zeros, so the model cannot tell them apart and no gradient comes "
+        f"back from them. Over {top['draws']} random initialisations, on average "
+        f"{_pct(top['silent_share'])} of {top['samples']} training images had no active unit; "
+        f"{top['draws_with_silent_images']} of the {top['draws']} draws left at least one image "
+        f"silent")
+    if top["draws_all_silent"]:
+        explanation += (f", and on {top['draws_all_silent']} every unit was dead on every image "
+                        f"(nothing trains then, whatever the learning rate)")
+    explanation += (". A layer this narrow trains or not depending on the draw of its initial "
+                    "weights: more units let every image through.")
+    more = top["suggested_units"] or (top["units"] or 1) * WIDEN_FACTOR
+    conv = top["op"] == "conv"
+    summary = (f"give {where} more {unit_word}: {more} instead of {top['units']}"
+               + (" with padding='same'" if conv else ""))
+    k = top["kernel_size"] or [3, 3]
+    return Finding(
+        code="dead-relu", area=AREA, severity="warning", title=title, explanation=explanation,
+        evidence={"narrow_layers": narrow,
+                  "layers": {e["layer"]: {"dead_units": e["dead_units"], "units": e["units"],
+                                          "dead_share": round(e["dead_share"], 4)}
+                             for e in layers},
+                  "window": "fresh initialisations, forward pass only"},
+        fix=Fix(summary, snippet(
+            ev,
+            keras=(f"keras.layers.Conv2D({more}, {tuple(k)}, padding='same')" if conv
+                   else f"keras.layers.Dense({more}, activation='relu')"),
+            torch=(f"nn.Conv2d(in_channels, {more}, kernel_size={tuple(k)}, padding='same')"
+                   if conv else f"nn.Linear(in_features, {more})"))))
 
 
 # ---------------------------------------------------------------------------------------------

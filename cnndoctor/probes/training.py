@@ -508,6 +508,104 @@ def probe_init(ev: Evidence, ctx: ProbeContext) -> None:
     ev.probes["init"] = result
 
 
+#: Narrow layers: fresh initialisations of the model looked at, forward only. The layer that
+#: fails case 2 (two bias-free 2x2 filters) is dead on every image on 2 seeds of 6 and leaves one
+#: image of six without an active unit on 3 more (benchmarks/grid_filters.py): 8 draws see both.
+COVERAGE_DRAWS = 8
+#: Images each draw is run on (the share of images that reach the next layer as all zeros).
+COVERAGE_SAMPLES = 128
+#: Time for all draws together; the draws done by then are reported (a Keras copy is rebuilt and
+#: compiled per draw: ~0.1 s for the reference cases, more for ResNet-sized models).
+COVERAGE_SECONDS = {"quick": 2.0, "standard": 10.0, "thorough": 30.0}
+
+
+class _CoverageTaps:
+    """Per ReLU layer and image: did any unit of the layer fire on that image?"""
+
+    def __init__(self, model: Any, graph: g.ModelGraph | None):
+        from ..frameworks import module
+
+        self._model = model
+        self.fired: dict[str, list[np.ndarray]] = {}
+        self.units: dict[str, int] = {}
+        self._names = _graph_function_relus(graph, model) if graph else []
+        self._count = 0
+        self._calls: dict[str, int] = {}
+        self._taps = module(rt.framework_of(model), "recording").ReluTaps(
+            model, self._record, self._function_name)
+
+    def _function_name(self) -> str:
+        k, self._count = self._count, self._count + 1
+        return self._names[k] if k < len(self._names) else f"relu (call {k + 1} in forward)"
+
+    def _record(self, name: str, out: Any, axis: int) -> None:
+        import torch
+
+        count = self._calls.get(name, 0)
+        self._calls[name] = count + 1
+        key = name if count == 0 else f"{name}#{count + 1}"
+        t = out.detach() if isinstance(out, torch.Tensor) else torch.as_tensor(rt.to_numpy(out))
+        if t.dim() < 2:
+            return
+        axis = 1 if t.dim() == 2 else (axis if axis >= 0 else t.dim() - 1)
+        self.units[key] = int(t.shape[axis])
+        self.fired.setdefault(key, []).append((t.reshape(t.shape[0], -1) > 0).any(dim=1)
+                                              .cpu().numpy())
+
+    def run(self, x: Any) -> dict[str, np.ndarray]:
+        """One forward pass over ``x``: per layer, a boolean per image."""
+        self.fired, self._count, self._calls = {}, 0, {}
+        self._taps.begin()
+        try:
+            rt.predict(self._model, x)
+        finally:
+            self._taps.end()
+        return {k: np.concatenate(v) for k, v in self.fired.items()}
+
+    def close(self) -> None:
+        self._taps.close()
+
+
+@register("init_coverage")
+def probe_init_coverage(ev: Evidence, ctx: ProbeContext) -> None:
+    """Fresh initialisations, forward only: per ReLU layer, the share of images on which no unit
+    of the layer fires (they reach the next layer as zeros: a layer too narrow for its inputs)."""
+    if ev.model is None or ev.train is None or len(ev.train) == 0 or ev.graph is None:
+        ev.probes["init_coverage"] = {"skipped": "no model or training images"}
+        return
+    n = min(len(ev.train), COVERAGE_SAMPLES)
+    idx = np.sort(np.random.default_rng(_probe_seed(ctx, 7)).permutation(len(ev.train))[:n])
+    x = rt.take(ev.train.x, idx)
+    logits = logits_relu_name(ev.graph)
+    deadline = time.perf_counter() + COVERAGE_SECONDS.get(ctx.budget, COVERAGE_SECONDS["quick"])
+    per_layer: dict[str, dict] = {}
+    draws = 0
+    for d in range(COVERAGE_DRAWS):
+        if d and time.perf_counter() > deadline:
+            break
+        copy = rt.clone(ev.model, seed=_probe_seed(ctx, 100 + d), reinit=True)
+        taps = _CoverageTaps(copy, ev.graph)
+        try:
+            fired = taps.run(x)
+        finally:
+            taps.close()
+        draws += 1
+        for key, ok in fired.items():
+            if logits is not None and key.split("#")[0] == logits:
+                continue
+            e = per_layer.setdefault(key, {"layer": key, "units": taps.units.get(key),
+                                           "silent_shares": [], "all_silent_draws": 0})
+            silent = float(1.0 - ok.mean()) if ok.size else 0.0
+            e["silent_shares"].append(round(silent, 4))
+            e["all_silent_draws"] += int(ok.size > 0 and not ok.any())
+    layers = []
+    for e in per_layer.values():
+        e["silent_share"] = float(np.mean(e["silent_shares"])) if e["silent_shares"] else 0.0
+        e["draws_with_silent_images"] = int(sum(s > 0 for s in e["silent_shares"]))
+        layers.append(e)
+    ev.probes["init_coverage"] = {"draws": draws, "samples": int(n), "layers": layers}
+
+
 @register("train")
 def probe_train(ev: Evidence, ctx: ProbeContext) -> None:
     """A short run with the user's loss, optimizer and batch size, recorded on sampled steps."""

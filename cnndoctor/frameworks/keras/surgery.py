@@ -120,6 +120,28 @@ def set_units(model: Any, name: str, units: int) -> Any:
     return rebuild(model, change)
 
 
+def widen(model: Any, name: str, units: int, *, same_padding: bool = False,
+          downstream: list[str] | None = None, example: Any = None) -> Any:
+    """Layer ``name`` (a convolution or a dense layer) with ``units`` filters / units, and
+    ``padding='same'`` for a convolution when asked. The layers after it take their new input
+    size from it when the model is rebuilt (``downstream`` and ``example`` are torch's need)."""
+    _named(model, name)
+
+    def change(layer):
+        if layer.name != name:
+            return None
+        config = layer.get_config()
+        key = "units" if "units" in config else "filters"
+        if key not in config:
+            raise CannotApply(f"layer {name!r} has no units or filters to widen")
+        config[key] = int(units)
+        if same_padding and "padding" in config:
+            config["padding"] = "same"
+        return layer.__class__.from_config(config)
+
+    return rebuild(model, change)
+
+
 #: The pooled head shrinks the feature map to at most this side before global average pooling.
 #: Averaging a 14x14 map whose units each see 5x5 pixels throws away where the strokes are
 #: (case 3 on MNIST: 1x1 + GAP straight on the 14x14x64 map stayed at 11% over 3 seeds), as the

@@ -130,6 +130,68 @@ def set_units(model: Any, name: str, units: int) -> Any:
     return replace(model, name, make)
 
 
+def widen(model: Any, name: str, units: int, *, same_padding: bool = False,
+          downstream: list[str] | None = None, example: Any = None) -> Any:
+    """Submodule ``name`` (a Conv2d or a Linear) with ``units`` output channels / features and,
+    for a stride-1 Conv2d when asked, ``padding='same'``. The modules in ``downstream`` (the
+    batch norm and the next weighted module that read its outputs) become their lazy versions,
+    which take their input size from the first batch: ``example`` (one input) is passed through
+    the copy once so that they are real modules again before an optimizer sees them."""
+    import torch
+
+    nn = _nn()
+
+    def make(old):
+        bias = old.bias is not None
+        if isinstance(old, nn.Conv2d):
+            if not (same_padding and all(s == 1 for s in old.stride)):
+                return nn.Conv2d(old.in_channels, int(units), old.kernel_size, old.stride,
+                                 old.padding, old.dilation, bias=bias)
+            # Keras' 'same': (k - 1) // 2 before, the rest after (one more after for an even
+            # kernel, which torch's own padding='same' does with a warning and a copy)
+            total = [d * (k - 1) for k, d in zip(old.kernel_size, old.dilation)]
+            pads = (total[1] // 2, total[1] - total[1] // 2, total[0] // 2, total[0] - total[0] // 2)
+            conv = nn.Conv2d(old.in_channels, int(units), old.kernel_size, 1, 0, old.dilation,
+                             bias=bias)
+            return nn.Sequential(nn.ZeroPad2d(pads), conv) if any(pads) else conv
+        if isinstance(old, nn.Linear):
+            return nn.Linear(old.in_features, int(units), bias=bias)
+        raise CannotApply(f"{name!r} is a {type(old).__name__}, not a Conv2d or Linear")
+
+    def lazy(old):
+        bias = getattr(old, "bias", None) is not None
+        if isinstance(old, nn.Linear):
+            return nn.LazyLinear(old.out_features, bias=bias)
+        if isinstance(old, nn.Conv2d):
+            return nn.LazyConv2d(old.out_channels, old.kernel_size, old.stride, old.padding,
+                                 old.dilation, 1, bias=bias)
+        if isinstance(old, nn.BatchNorm2d):
+            return nn.LazyBatchNorm2d(old.eps, old.momentum, old.affine,
+                                      old.track_running_stats)
+        if isinstance(old, nn.BatchNorm1d):
+            return nn.LazyBatchNorm1d(old.eps, old.momentum, old.affine,
+                                      old.track_running_stats)
+        raise CannotApply(f"{type(old).__name__} after the widened layer cannot take a new "
+                          f"input size; widen it by hand")
+
+    twin = replace(model, name, make)
+    for after in downstream or []:
+        twin = replace(twin, after, lazy)
+    if example is not None:
+        try:
+            with torch.no_grad():
+                was = twin.training
+                twin.eval()
+                from .runtime import as_input
+
+                twin(as_input(twin, example))
+                twin.train(was)
+        except Exception as exc:
+            raise CannotApply(f"the widened model does not run ({type(exc).__name__}: {exc}); "
+                              f"its forward may reshape to a fixed size") from exc
+    return twin
+
+
 def pooled_head(model: Any, name: str, filters: int) -> Any:
     """The whole-map convolution ``name`` as max pooling and 3x3 convolutions down to a small
     map (``keras.surgery.pooled_blocks``: the same rule in both frameworks), a 1x1 convolution
