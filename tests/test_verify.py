@@ -309,3 +309,45 @@ def test_three_seeds_that_cannot_decide_grow_to_five(monkeypatch):
     scores["after"] = dict(scores["before"])
     out = verify._measured("fix", {}, before, after, (), [0, 1, 2], {}, "quick", ctx, 0.0)
     assert out["verdict"] == "not-verified" and "extended" not in out
+
+
+def test_widening_rebuilds_the_layers_after_it_or_says_why_not():
+    """torch: the conv widened with Keras' 'same' padding, the batch norm and Linear after it
+    take the new size; a forward that reshapes to a fixed size cannot be widened (CannotApply,
+    with the reason). Keras: the Dense after the widened conv is rebuilt for its new input."""
+    import keras
+    import torch
+    from torch import nn
+
+    from cnndoctor.errors import CannotApply
+    from cnndoctor.frameworks.keras import surgery as keras_ops
+    from cnndoctor.frameworks.torch import surgery as torch_ops
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 2, bias=False), nn.BatchNorm2d(2), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(8, 2))
+    x = np.zeros((1, 1, 3, 3), "float32")
+    wide = torch_ops.widen(model, "0", 6, same_padding=True, downstream=["1", "4"], example=x)
+    assert wide(torch.zeros(4, 1, 3, 3)).shape == (4, 2)
+    assert wide[4].in_features == 6 * 3 * 3 and wide[1].num_features == 6
+    assert model[0].out_channels == 2 and model[4].in_features == 8  # the original untouched
+
+    class FixedView(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.fc = nn.Conv2d(1, 2, 2), nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.conv(x)).view(-1, 8))
+
+    with pytest.raises(CannotApply, match="fixed size"):
+        torch_ops.widen(FixedView(), "conv", 6, same_padding=True, downstream=["fc"], example=x)
+
+    k = keras.Sequential([keras.Input((3, 3, 1)), keras.layers.Conv2D(2, 2, name="c"),
+                          keras.layers.ReLU(name="r"), keras.layers.Flatten(name="f"),
+                          keras.layers.Dense(2, name="d")])
+    k.compile("sgd", "mse")
+    kw = keras_ops.widen(k, "c", 6, same_padding=True)
+    assert kw.get_layer("c").filters == 6 and kw.get_layer("c").padding == "same"
+    assert tuple(kw(np.zeros((2, 3, 3, 1), "float32")).shape) == (2, 2)
+    assert kw.get_layer("d").kernel.shape == (54, 2) and k.get_layer("c").filters == 2

@@ -45,7 +45,11 @@ def get_module(model: Any, name: str):
 
 def replace(model: Any, name: str, make: Callable[[Any], Any]) -> Any:
     """A copy of ``model`` whose submodule ``name`` is ``make(old_submodule)``."""
-    twin = copy.deepcopy(model)
+    return _swap(copy.deepcopy(model), name, make)
+
+
+def _swap(twin: Any, name: str, make: Callable[[Any], Any]) -> Any:
+    """``twin`` (already a copy) with its submodule ``name`` replaced by ``make(old)``."""
     old = get_module(twin, name)
     if old is None or old is twin:
         raise CannotApply(f"{name!r} is not a submodule of the model (an operation written "
@@ -175,8 +179,8 @@ def widen(model: Any, name: str, units: int, *, same_padding: bool = False,
                           f"input size; widen it by hand")
 
     twin = replace(model, name, make)
-    for after in downstream or []:
-        twin = replace(twin, after, lazy)
+    for after in downstream or []:  # in place: a module still lazy cannot be copied
+        twin = _swap(twin, after, lazy)
     if example is not None:
         try:
             with torch.no_grad():
