@@ -162,6 +162,20 @@ def logits_relu_name(graph: g.ModelGraph) -> str | None:
     return None
 
 
+def _call_key(calls: dict[str, int], name: str) -> str:
+    """``name`` for a layer's first call in a forward pass, ``name#k`` for its k-th (a module
+    applied several times)."""
+    count = calls.get(name, 0)
+    calls[name] = count + 1
+    return name if count == 0 else f"{name}#{count + 1}"
+
+
+def _as_tensor(out: Any):
+    import torch
+
+    return out.detach() if isinstance(out, torch.Tensor) else torch.as_tensor(rt.to_numpy(out))
+
+
 class LayerRecorder:
     """Records ReLU activity, gradient norms and update ratios on sampled steps of a run.
 
@@ -239,10 +253,7 @@ class LayerRecorder:
     def _record(self, name: str, out: Any, axis: int) -> None:
         import torch
 
-        count = self._calls.get(name, 0)
-        self._calls[name] = count + 1
-        key = name if count == 0 else f"{name}#{count + 1}"
-        t = out.detach() if isinstance(out, torch.Tensor) else torch.as_tensor(rt.to_numpy(out))
+        key, t = _call_key(self._calls, name), _as_tensor(out)
         if t.dim() < 2:
             return
         axis = axis if axis >= 0 else t.dim() - 1
@@ -543,12 +554,7 @@ class _CoverageTaps:
         return self._names[k] if k < len(self._names) else f"relu (call {k + 1} in forward)"
 
     def _record(self, name: str, out: Any, axis: int) -> None:
-        import torch
-
-        count = self._calls.get(name, 0)
-        self._calls[name] = count + 1
-        key = name if count == 0 else f"{name}#{count + 1}"
-        t = out.detach() if isinstance(out, torch.Tensor) else torch.as_tensor(rt.to_numpy(out))
+        key, t = _call_key(self._calls, name), _as_tensor(out)
         if t.dim() < 2:
             return
         axis = 1 if t.dim() == 2 else (axis if axis >= 0 else t.dim() - 1)

@@ -107,17 +107,7 @@ def set_dropout(model: Any, rates: dict[str, float]) -> Any:
 
 def set_units(model: Any, name: str, units: int) -> Any:
     """The output layer ``name`` with ``units`` outputs (filters for a convolution)."""
-    _named(model, name)
-
-    def change(layer):
-        if layer.name != name:
-            return None
-        config = layer.get_config()
-        key = "units" if "units" in config else "filters"
-        config[key] = int(units)
-        return layer.__class__.from_config(config)
-
-    return rebuild(model, change)
+    return widen(model, name, units)
 
 
 def widen(model: Any, name: str, units: int, *, same_padding: bool = False,
