@@ -333,34 +333,6 @@ def _result(spec_name: str, params: dict, trial: Trial, before: list[dict], afte
     return out
 
 
-def _measured(name: str, params: dict, baseline: Trial, fixed: Trial, bkey, seeds: list[int],
-              baselines: dict, budget: str, ctx, t0: float) -> dict:
-    """The fixed trial against the baseline over ``seeds``, grown to EXTEND_SEEDS seeds when
-    they cannot decide. Baseline runs are shared between fixes (``baselines[bkey]``)."""
-    def runs(trial: Trial, have: list[dict], wanted: list[int]) -> list[dict]:
-        missing = [s for s in wanted if s not in {r["seed"] for r in have}]
-        return have + (_run_many([(trial, s) for s in missing], budget, ctx) if missing else [])
-
-    baselines[bkey] = runs(baseline, baselines.get(bkey, []), seeds)
-    after = runs(fixed, [], seeds)
-
-    def result(chosen: list[int]) -> dict:
-        before = [r for r in baselines[bkey] if r["seed"] in chosen]
-        return _result(name, params, fixed, before, after, time.perf_counter() - t0)
-
-    out = result(seeds)
-    if (out["verdict"] == "inconclusive" and baseline.retrain and len(seeds) < EXTEND_SEEDS):
-        more = [seeds[-1] + i for i in range(1, EXTEND_SEEDS - len(seeds) + 1)]
-        ctx.say(f"{len(seeds)} seeds cannot decide about {name} "
-                f"({out['difference']['mean']:+.1%}): {len(more)} more seeds")
-        baselines[bkey] = runs(baseline, baselines[bkey], more)
-        after = runs(fixed, after, more)
-        out = result(seeds + more)
-        out["extended"] = (f"{len(seeds)} seeds could not decide; {len(more)} more were run "
-                           f"(seeds {', '.join(str(s) for s in more)})")
-    return out
-
-
 def _words(v: dict) -> str:
     b, a, d = v["before"], v["after"], v["difference"]
     n = len(v["seeds"])
@@ -373,43 +345,120 @@ def _words(v: dict) -> str:
             f"{d['high']:+.1%})")
 
 
-def _own_learning_rate(trial: Trial, ev, ctx, budget: str) -> tuple[Trial, dict | None]:
+class _Arm:
+    """One comparison in flight: the baseline (shared by ``bkey``) against a fixed trial."""
+
+    def __init__(self, name: str, params: dict, baseline: Trial, fixed: Trial, bkey,
+                 seeds: list[int], key, findings: list[Finding] | None = None):
+        self.name, self.params, self.baseline, self.fixed = name, params, baseline, fixed
+        self.bkey, self.seeds, self.key = ("base", bkey), list(seeds), key
+        self.findings = findings or []
+        self.result: dict | None = None
+        self.extended: str | None = None
+
+    def jobs(self) -> list[tuple]:
+        return ([(self.bkey, self.baseline, s) for s in self.seeds]
+                + [(self.key, self.fixed, s) for s in self.seeds])
+
+    def judge(self, cache: dict, t0: float) -> dict:
+        before = [cache[(self.bkey, s)] for s in self.seeds]
+        after = [cache[(self.key, s)] for s in self.seeds]
+        self.result = _result(self.name, self.params, self.fixed, before, after,
+                              time.perf_counter() - t0)
+        if self.extended:
+            self.result["extended"] = self.extended
+        return self.result
+
+    def grow(self, ctx) -> bool:
+        """Seeds added when the first ones cannot decide (once, up to EXTEND_SEEDS)."""
+        v = self.result
+        if (self.extended or v is None or v["verdict"] != "inconclusive"
+                or not self.baseline.retrain or len(self.seeds) >= EXTEND_SEEDS):
+            return False
+        more = [self.seeds[-1] + i for i in range(1, EXTEND_SEEDS - len(self.seeds) + 1)]
+        ctx.say(f"{len(self.seeds)} seeds cannot decide about {self.name} "
+                f"({v['difference']['mean']:+.1%}): {len(more)} more seeds")
+        self.extended = (f"{len(self.seeds)} seeds could not decide; {len(more)} more were run "
+                         f"(seeds {', '.join(str(s) for s in more)})")
+        self.seeds += more
+        return True
+
+
+def _run_batch(wanted: list[tuple], cache: dict, budget: str, ctx) -> None:
+    """Every (key, trial, seed) not yet in ``cache`` run in one batch: the executor keeps all
+    its workers busy instead of waiting for one fix's seeds before starting the next fix's."""
+    todo, seen = [], set(cache)
+    for key, trial, seed in wanted:
+        if (key, seed) not in seen:
+            seen.add((key, seed))
+            todo.append((key, trial, seed))
+    if todo:
+        for (key, _, seed), run in zip(todo, _run_many([(t, s) for _, t, s in todo],
+                                                      budget, ctx)):
+            cache[(key, seed)] = run
+
+
+def _settle(arms: list[_Arm], cache: dict, budget: str, ctx, start: float,
+            extra: list[tuple] | None = None) -> None:
+    """Run the arms' missing seeds (and ``extra`` jobs) in one batch, then judge each arm."""
+    _run_batch([job for arm in arms for job in arm.jobs()] + list(extra or []), cache,
+               budget, ctx)
+    for arm in arms:
+        arm.judge(cache, start)
+
+
+def _grow(arms: list[_Arm], cache: dict, budget: str, ctx, start: float) -> None:
+    """More seeds, in one batch, for every arm whose first seeds could not decide."""
+    grown = [arm for arm in arms if arm.grow(ctx)]
+    if grown:
+        _settle(grown, cache, budget, ctx, start)
+
+
+def _lr_candidates(trial: Trial, ev, ctx, budget: str) -> tuple[list, list[int], float | None]:
     """When training had stalled, the fixed setup brings its own learning rate: a short search
-    over LR_SEARCH multiples of the user's rate on one seed, best held-out score kept (CASES.md
-    case 2: with the model fixed, the user's SGD at 1e-3 still does not fit six images)."""
+    over LR_SEARCH multiples of the user's rate, best held-out score kept (CASES.md case 2:
+    with the model fixed, the user's SGD at 1e-3 still does not fit six images)."""
     user = rt.user_lr(ev.model, ev.optimizer, ev.schedule)
     if not user:
-        return trial, None
+        return [], [], None
     seeds = [ctx.seed]
     if len(trial.x_train) <= LR_SEARCH_ALL_SEEDS:
         seeds = [ctx.seed + i for i in range(VERIFY_SEEDS[budget])]
     ctx.say(f"the fixed setup: searching a learning rate on {len(seeds)} seed(s)")
-    candidates = [trial] + [trial.change(lr=user * f) for f in LR_SEARCH]
-    runs = _run_many([(t, s) for t in candidates for s in seeds], budget, ctx)
-    per = [runs[i * len(seeds):(i + 1) * len(seeds)] for i in range(len(candidates))]
+    return [(("lr", f), trial.change(lr=user * f)) for f in LR_SEARCH], seeds, user
+
+
+def _lr_choice(combined_key, candidates, seeds, user, cache) -> tuple | None:
+    """The searched rate that scores MIN_GAIN better than the user's, or None."""
+    keys = [combined_key] + [k for k, _ in candidates]
+    per = [[cache[(k, s)] for s in seeds] for k in keys]
     scores = [float(np.mean([r["score"] if r["finite"] else -1.0 for r in rs])) for rs in per]
     # ties (several rates fit the held-out data) go to the lowest final training loss
     last = [float(np.mean([(r["curve"][-1] if r["curve"] and r["curve"][-1] is not None
                             else math.inf) for r in rs])) for rs in per]
-    best = min(range(len(candidates)), key=lambda i: (-scores[i], last[i]))
+    best = min(range(len(keys)), key=lambda i: (-scores[i], last[i]))
     if best == 0 or scores[best] < scores[0] + MIN_GAIN:
-        return trial, None
-    lr = user * LR_SEARCH[best - 1]
-    return candidates[best], {"lr": lr, "user_lr": user,
-                              "searched": {f"{user * f:.3g}": s
-                                           for f, s in zip((1.0, *LR_SEARCH), scores)}}
+        return None
+    key, trial = candidates[best - 1]
+    return key, trial, {"lr": user * LR_SEARCH[best - 1], "user_lr": user,
+                        "searched": {f"{user * f:.3g}": sc
+                                     for f, sc in zip((1.0, *LR_SEARCH), scores)}}
 
 
 def verify_findings(ev, findings: list[Finding], ctx) -> dict:
     """Fill ``fix.transform`` and ``verified`` for every finding a fix treats; try all fixes
-    together. Returns the figures for ``report.figures["verification"]``."""
+    together. Returns the figures for ``report.figures["verification"]``.
+
+    The comparisons are planned first and their runs handed to the executor together (the
+    baseline's seeds, every fix's, the fixes together and the learning-rate search), then the
+    seeds of those that cannot decide are grown in a second batch."""
     budget = ctx.budget if ctx.budget in VERIFY_SEEDS else "quick"
     k = VERIFY_SEEDS[budget]
     seeds = [ctx.seed + i for i in range(k)]
     start = time.perf_counter()
     base = base_trial(ev, budget)
-    baselines: dict[tuple, list[dict]] = {}
-    done: dict[tuple, dict] = {}
+    cache: dict[tuple, dict] = {}
+    arms: dict[tuple, _Arm] = {}
     combinable: list[tuple[FixSpec, Finding]] = []
     figures: dict[str, Any] = {"seeds": seeds, "steps": VERIFY_STEPS[budget], "fixes": []}
     for f in findings:
@@ -446,25 +495,22 @@ def verify_findings(ev, findings: list[Finding], ctx) -> dict:
             continue
         params = fixed.applied[-1]["params"] if fixed.applied else {}
         f.fix.transform["params"] = params
-        key = (spec.name, repr(sorted(params.items(), key=str)))
-        if key in done:
-            f.verified = dict(done[key])
+        key = ("fix", spec.name, repr(sorted(params.items(), key=str)))
+        if key in arms:  # two findings treated by the same change: measured once
+            arms[key].findings.append(f)
             continue
         ctx.say(f"verifying the fix of {f.code} ({spec.name}) over "
                 f"{k if baseline.retrain else 1} seed(s)")
-        run_seeds = seeds if baseline.retrain else seeds[:1]
         bkey = tuple(sorted(spec.reproduces.items()))
-        f.verified = _measured(spec.name, params, baseline, fixed, bkey, run_seeds, baselines,
-                               budget, ctx, t0)
-        done[key] = f.verified
-        figures["fixes"].append({"code": f.code, "fix": spec.name,
-                                 "verdict": f.verified["verdict"],
-                                 "difference": f.verified["difference"]["mean"]})
+        arms[key] = _Arm(spec.name, params, baseline, fixed, bkey,
+                         seeds if baseline.retrain else seeds[:1], key, [f])
         if baseline.retrain and not spec.reproduces:
             combinable.append((spec, f))
+    singles = list(arms.values())
+    combined: _Arm | None = None
+    search: tuple = ([], [], None)
     if len(combinable) >= 2:
-        trial = base
-        names = []
+        trial, names = base, []
         try:
             for spec, f in combinable:
                 trial = spec.apply(trial, f, ev)
@@ -473,22 +519,40 @@ def verify_findings(ev, findings: list[Finding], ctx) -> dict:
             names = []
         if names:
             ctx.say(f"verifying all {len(names)} fixes together over {k} seeds")
-            t0 = time.perf_counter()
             params = {"fixes": names, "findings": [f.code for _, f in combinable]}
-            combined = _measured(" + ".join(names), params, base, trial, (), seeds, baselines,
-                                 budget, ctx, t0)
+            combined = _Arm(" + ".join(names), params, base, trial, (), seeds, ("combined",))
             # training had stalled: the fixed setup may need another rate than the broken one,
             # even where the fixes already help (case 2 fixed, at the user's SGD 1e-3: 67% of the
             # six images on every seed, 100% at a searched rate); the search keeps the user's
             # rate unless another one scores MIN_GAIN better
             if {f.code for f in findings} & set(STALLED):
-                trial, found = _own_learning_rate(trial, ev, ctx, budget)
-                if found is not None:
-                    params["lr"] = found
-                    names.append(f"learning rate {found['lr']:.3g}")
-                    combined = _measured(" + ".join(names), params, base, trial, (), seeds,
-                                         baselines, budget, ctx, t0)
-            figures["combined"] = combined
+                search = _lr_candidates(trial, ev, ctx, budget)
+    live, fresh = singles + ([combined] if combined else []), []
+    # first batch: every comparison's first seeds and the rate search, side by side
+    extra = [(key, t, s) for key, t in search[0] for s in search[1]]
+    if combined is not None and search[0]:
+        extra += [(combined.key, combined.fixed, s) for s in search[1]]
+    _settle(live, cache, budget, ctx, start, extra)
+    if combined is not None and search[0]:
+        found = _lr_choice(combined.key, *search, cache)
+        if found is not None:
+            key, trial, lr = found
+            params = dict(combined.params, lr=lr)
+            combined = _Arm(f"{combined.name} + learning rate {lr['lr']:.3g}", params, base,
+                            trial, (), seeds, key)
+            live, fresh = singles + [combined], [combined]
+    # second batch: more seeds for every comparison the first ones could not decide, and the
+    # fixes together at the rate found (its seeds of the search are not run again)
+    _settle([arm for arm in live if arm.grow(ctx)] + fresh, cache, budget, ctx, start)
+    _grow(fresh, cache, budget, ctx, start)
+    for arm in singles:
+        for f in arm.findings:
+            f.verified = dict(arm.result)
+        figures["fixes"].append({"code": arm.findings[0].code, "fix": arm.name,
+                                 "verdict": arm.result["verdict"],
+                                 "difference": arm.result["difference"]["mean"]})
+    if combined is not None:
+        figures["combined"] = combined.result
     figures["seconds"] = round(time.perf_counter() - start, 2)
     return figures
 

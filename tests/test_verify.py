@@ -297,17 +297,28 @@ def test_three_seeds_that_cannot_decide_grow_to_five(monkeypatch):
     parts = dict(framework="torch", model=None, loss=None, optimizer=None, x_train=None,
                  y_train=None, x_val=None, y_val=None)
     before, after = Trial(**parts, target_name="before"), Trial(**parts, target_name="after")
-    out = verify._measured("fix", {}, before, after, (), [0, 1, 2], {}, "quick", ctx, 0.0)
+
+    def measured(first_batch: list) -> dict:
+        arm = verify._Arm("fix", {}, before, after, (), [0, 1, 2], ("fix",))
+        cache: dict = {}
+        verify._settle([arm], cache, "quick", ctx, 0.0)
+        first_batch.append(len(ran))
+        verify._grow([arm], cache, "quick", ctx, 0.0)
+        return arm.result
+
+    sizes: list = []
+    out = measured(sizes)
     assert out["verdict"] == "verified" and out["seeds"] == [0, 1, 2, 3, 4]
     assert out["before"]["values"] == [0.66, 0.57, 0.957, 0.49, 0.85]
     assert "3 seeds could not decide" in out["extended"]
     assert sorted(ran) == sorted((n, s) for n in ("before", "after") for s in range(5))
+    assert sizes == [6]  # both arms' first seeds went to the executor as one batch
     # three seeds that decide are not extended; a fix that does not help is not either
     scores["before"][2] = 0.90
-    out = verify._measured("fix", {}, before, after, (), [0, 1, 2], {}, "quick", ctx, 0.0)
+    out = measured(sizes)
     assert out["verdict"] == "verified" and out["seeds"] == [0, 1, 2] and "extended" not in out
     scores["after"] = dict(scores["before"])
-    out = verify._measured("fix", {}, before, after, (), [0, 1, 2], {}, "quick", ctx, 0.0)
+    out = measured(sizes)
     assert out["verdict"] == "not-verified" and "extended" not in out
 
 
