@@ -119,6 +119,37 @@ def test_healthy_mnist_model_against_held_out_mnist_has_no_domain_shift(mnist):
     assert abs(acc["reference"] - acc["validation"]) < R.ACCURACY_DROP
 
 
+
+def test_quick_sweep_runs_only_when_an_evaluation_scores_below_validation(mnist):
+    """At quick, without reference samples, the perturbation sweep (a third of a small script's
+    diagnosis) runs only when an evaluation scores EVAL_BELOW_VALIDATION under validation."""
+    import keras
+
+    x, y = mnist
+    x = x[..., None]
+    train, val, held_out = (x[:1500], y[:1500]), (x[1500:1800], y[1500:1800]), \
+        (x[1800:2100], y[1800:2100])
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((28, 28, 1)),
+                              keras.layers.Conv2D(8, 3, activation="relu"),
+                              keras.layers.MaxPooling2D(2),
+                              keras.layers.Conv2D(16, 3, activation="relu"),
+                              keras.layers.MaxPooling2D(2), keras.layers.Flatten(),
+                              keras.layers.Dense(10, activation="softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(*train, epochs=3, batch_size=32, verbose=0)
+    # an evaluation as good as validation: nothing for the sweep to explain
+    same = cnndoctor.diagnose(model, train=train, val=val, evaluate=held_out, budget="quick")
+    assert "perturbation_sweep" not in same.figures
+    assert not any(c.startswith("fragile-to-") for c in same.codes)
+    reasons = [s.reason for s in same.skipped if s.code.startswith("fragile-to")]
+    assert reasons and "scores below validation" in reasons[0]
+    # the same digits inverted score far below validation: the sweep runs and names inversion
+    inverted = (1.0 - held_out[0], held_out[1])
+    worse = cnndoctor.diagnose(model, train=train, val=val, evaluate=inverted, budget="quick")
+    assert "perturbation_sweep" in worse.figures
+    assert "fragile-to-inversion" in worse.codes
+
 def _write_png(path, img):
     import matplotlib.image as mpimg
 
