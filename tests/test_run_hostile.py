@@ -12,6 +12,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -309,9 +310,15 @@ def test_os_exit_in_a_thread_and_sys_exit_end_the_script(user):
         threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()  # Ctrl-C pressed
         time.sleep(30)
         """)
-    session = Session()
-    start = time.perf_counter()
-    session.run([ctrl_c])
+    # a test run started in the background of a non-interactive shell inherits SIGINT ignored,
+    # and then no Ctrl-C can reach the script: the simulation needs Python's default handler
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        session = Session()
+        start = time.perf_counter()
+        session.run([ctrl_c])
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert time.perf_counter() - start < 10
     assert (session.scripts[0].status, session.scripts[0].ended_by) == ("stopped", "Ctrl-C")
     session = Session()
