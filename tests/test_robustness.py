@@ -93,13 +93,10 @@ def test_case5_verified_fix_raises_reference_accuracy_over_3_seeds(case5):
     assert v["validation_after"]["mean"] > v["validation_before"]["mean"] - 0.05
 
 
-def test_healthy_mnist_model_against_held_out_mnist_has_no_domain_shift(mnist):
+def _small_mnist_model(train):
+    """A small Keras CNN trained for 3 epochs on ``train`` (seed 0)."""
     import keras
 
-    x, y = mnist
-    x = x[..., None]
-    train, val, held_out = (x[:1500], y[:1500]), (x[1500:1800], y[1500:1800]), \
-        (x[1800:2400], y[1800:2400])
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((28, 28, 1)),
                               keras.layers.Conv2D(8, 3, activation="relu"),
@@ -109,6 +106,15 @@ def test_healthy_mnist_model_against_held_out_mnist_has_no_domain_shift(mnist):
                               keras.layers.Dense(10, activation="softmax")])
     model.compile("adam", "sparse_categorical_crossentropy")
     model.fit(*train, epochs=3, batch_size=32, verbose=0)
+    return model
+
+
+def test_healthy_mnist_model_against_held_out_mnist_has_no_domain_shift(mnist):
+    x, y = mnist
+    x = x[..., None]
+    train, val, held_out = (x[:1500], y[:1500]), (x[1500:1800], y[1500:1800]), \
+        (x[1800:2400], y[1800:2400])
+    model = _small_mnist_model(train)
     report = cnndoctor.diagnose(model, train=train, val=val, reference=held_out, budget="static")
     assert "domain-shift" not in report.codes
     passed = {p.code: p for p in report.passed}
@@ -119,25 +125,14 @@ def test_healthy_mnist_model_against_held_out_mnist_has_no_domain_shift(mnist):
     assert abs(acc["reference"] - acc["validation"]) < R.ACCURACY_DROP
 
 
-
 def test_quick_sweep_runs_only_when_an_evaluation_scores_below_validation(mnist):
     """At quick, without reference samples, the perturbation sweep (a third of a small script's
     diagnosis) runs only when an evaluation scores EVAL_BELOW_VALIDATION under validation."""
-    import keras
-
     x, y = mnist
     x = x[..., None]
     train, val, held_out = (x[:1500], y[:1500]), (x[1500:1800], y[1500:1800]), \
         (x[1800:2100], y[1800:2100])
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((28, 28, 1)),
-                              keras.layers.Conv2D(8, 3, activation="relu"),
-                              keras.layers.MaxPooling2D(2),
-                              keras.layers.Conv2D(16, 3, activation="relu"),
-                              keras.layers.MaxPooling2D(2), keras.layers.Flatten(),
-                              keras.layers.Dense(10, activation="softmax")])
-    model.compile("adam", "sparse_categorical_crossentropy")
-    model.fit(*train, epochs=3, batch_size=32, verbose=0)
+    model = _small_mnist_model(train)
     # an evaluation as good as validation: nothing for the sweep to explain
     same = cnndoctor.diagnose(model, train=train, val=val, evaluate=held_out, budget="quick")
     assert "perturbation_sweep" not in same.figures
