@@ -142,7 +142,7 @@ def diagnose(model: Any, train: Any = None, val: Any = None, *, loss: Any = None
     timings.update(ctx.timings)
     timings["probes"] = time.perf_counter() - t0
 
-    from .checks import run_checks
+    from .checks import run_checks, settle_prognoses
 
     t0 = time.perf_counter()
     findings, passed, skipped = run_checks(ev)
@@ -157,6 +157,8 @@ def diagnose(model: Any, train: Any = None, val: Any = None, *, loss: Any = None
         if more is not None:
             findings, passed, skipped = _merge(more, findings, passed, skipped)
         timings["differential"] = time.perf_counter() - t0
+    # a model shape predicted to fail that trained without the symptoms it would cause
+    settle_prognoses(ev, findings)
     if verify:
         from .verify import verify_findings
 

@@ -98,6 +98,29 @@ def test_case3_dynamic_symptom_below_its_cause():
     dead = report.get("dead-relu")
     if dead is not None:  # where it fires, it is the giant layer that dies
         assert any(d["layer"] == "conv7" for d in dead.evidence["dead_layers"])
+    # training bore the prediction out: the oversized layer stays an error, with what was seen
+    big = report.get("oversized-layer")
+    assert big.severity == "error"
+    assert {f.code for f in symptoms} <= set(big.evidence["symptoms_in_training"])
+
+
+def test_case3_mnist_giant_head_that_trains_is_a_warning_not_an_error():
+    """The thread's MNIST variant trains in Keras 3: the static prediction is an error, and once
+    the training probe has seen the model learn without any symptom it is a warning."""
+    case = cases.find("3-mnist-head")[0]
+    assert not case.reproduces
+    setup = case.build(0)
+    static = cnndoctor.diagnose(setup.model, **setup.diagnose_kwargs(), budget="static", seed=0)
+    assert static.get("oversized-layer").severity == "error"
+    report = cnndoctor.diagnose(setup.model, **setup.diagnose_kwargs(), budget="quick", seed=0)
+    assert _errors(report) == [], report.codes
+    big = report.get("oversized-layer")
+    assert big.severity == "warning"
+    assert big.evidence["symptoms_in_training"] == []
+    assert big.evidence["share_of_params"] > 0.95  # the evidence of the static check is kept
+    assert "trains despite this layer" in big.explanation
+    # the probe's own figures agree that it learned
+    assert report.get("no-learning") is None and report.get("dead-relu") is None
 
 
 def test_case3_healthy_dense_head_trains_without_error():
@@ -140,3 +163,23 @@ def test_demo_verify_proves_case4_fix_in_terminal_and_json(capsys, tmp_path):
     # the same fix restores the accuracy that training reached on those images
     assert abs(v["after"]["mean"] - td["evidence"]["accuracy_training_path"]) < 0.03
     assert pm["fix"]["transform"]["name"] == "evaluation-preprocessing"
+
+
+def test_demo_never_accepts_a_verified_fix_on_a_case_that_trains(static_reports):
+    """3-mnist-head trains despite its giant head: the demo expects the finding, and a fix called
+    `verified` there would be a false claim, so it counts as a failed expectation."""
+    import copy
+
+    from cnndoctor.cli import _expectation_gaps
+
+    case = cases.find("3-mnist-head")[0]
+    report = copy.deepcopy(static_reports["3-mnist-head"])
+    assert _expectation_gaps(case, report, verify=False) == []
+    big = report.get("oversized-layer")
+    big.verified = {"verdict": "not-verified"}
+    assert _expectation_gaps(case, report, verify=True) == []
+    big.verified = {"verdict": "verified"}
+    assert _expectation_gaps(case, report, verify=True) == [
+        "the fix of oversized-layer was called verified on a model that trains"]
+    report.findings = [f for f in report.findings if f.code != "oversized-layer"]
+    assert "expected finding oversized-layer" in _expectation_gaps(case, report)

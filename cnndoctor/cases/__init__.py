@@ -48,6 +48,10 @@ class Case:
     expect_errors: tuple[str, ...] = ()  # codes demo must show as errors (static + data checks)
     expect_passed: tuple[str, ...] = ()  # codes demo must list as passed
     story: str = ""  # one paragraph: what the user built and saw
+    #: False where the stand-in trains despite the reported mistake (measured, and said in the
+    #: story): the demo then expects the codes of ``expect_errors`` as findings of any severity
+    #: (training lowers a prognosis to a warning) and, with --verify, their fix not verified
+    reproduces: bool = True
     extras: dict = field(default_factory=dict)
 
     @property

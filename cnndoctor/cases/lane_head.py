@@ -7,7 +7,8 @@ convolution to 2 channels, flatten and softmax. It reached 49%, a coin flip. An 
 thread showed the same on MNIST with a 14x14 convolution in place of Dense(128).
 
 Stand-ins: synthetic dashcam-like frames (``datasets.lane_images``) at 1/5 of the report's size,
-and the 5,000 MNIST digits with the 14x14 head of the MNIST variant. The healthy versions are
+and the 5,000 MNIST digits with the 14x14 head of the MNIST variant (which trains in Keras 3:
+see MNIST_STORY; registered with ``reproduces=False``). The healthy versions are
 the remedy from the same thread: a few more 3x3 convolutions, then 1x1 convolutions and global
 average pooling as the head.
 """
@@ -31,7 +32,11 @@ STORY = ("The user replaced the Flatten/Dense(128) head of a working lane-line d
          "and softmax, and got 49%: a coin flip.")
 MNIST_STORY = ("An answer in the same thread: the Keras MNIST example with Conv2D(128, (14, 14)) "
                "in place of Flatten/Dense(128) and a 1x1 softmax convolution as the output "
-               "(Adadelta) does not train either.")
+               "(Adadelta) does not train either. Rebuilt here in Keras 3 on the 5,000 digits, "
+               "it does train: 97.2% over 3 seeds, as the Dense model's 96.8% "
+               "(benchmarks/case3_reference.py). So cnndoctor names the oversized layer, as a "
+               "warning once its training probe has seen it learn, and --verify reports the "
+               "pooled head as not-verified: there is no failure here for it to fix.")
 LANE_HEALTHY_STORY = ("The user's model before the change: Flatten, Dense(128) with ReLU, dropout "
                       "0.5 and Dense(2) with softmax, which reached 98% on their frames.")
 HEALTHY_STORY = ("The remedy from the thread: more 3x3 convolutions to widen the receptive field, "
@@ -175,7 +180,8 @@ register(Case(key="lane-head", number=3, title=TITLE, framework="keras", variant
               extras=dict(EXTRAS)))
 register(Case(key="mnist-head", number=3, title=TITLE + " (MNIST)", framework="keras",
               variant="broken", build=lambda seed: _mnist_setup(seed, healthy=False),
-              expect_errors=("oversized-layer",), story=MNIST_STORY, extras=dict(EXTRAS)))
+              expect_errors=("oversized-layer",), story=MNIST_STORY, reproduces=False,
+              extras=dict(EXTRAS)))
 register(Case(key="mnist-head", number=3, title=TITLE + " (MNIST)", framework="keras",
               variant="healthy", build=lambda seed: _mnist_setup(seed, healthy=True),
               story=HEALTHY_STORY, extras=dict(EXTRAS)))

@@ -50,6 +50,9 @@ class Check:
     #: the symptom codes this finding can cause ("fragile-to-*" for the family): the ranking
     #: places those symptoms below it and names it in their ``explained_by``
     explains: tuple[str, ...] = ()
+    #: a static prediction of failure (a model shape known to fail): an error only while the
+    #: training probe shows one of the symptoms in ``explains``; see ``settle_prognoses``
+    prognosis: bool = False
 
 
 REGISTRY: list[Check] = []
@@ -65,13 +68,14 @@ _NEED_REASONS = {
 
 
 def register(code: str, area: str, needs: tuple[str, ...] = (),
-             explains: tuple[str, ...] = ()):
+             explains: tuple[str, ...] = (), prognosis: bool = False):
     """Register a check function producing findings with ``code`` in ``area``; ``explains``
-    names the symptoms such a finding can cause."""
+    names the symptoms such a finding can cause; ``prognosis``: its errors predict a failure
+    from the model's shape alone, and stand only while training shows one of those symptoms."""
 
     def wrap(fn):
         REGISTRY.append(Check(code=code, area=area, fn=fn, needs=tuple(needs),
-                              explains=tuple(explains)))
+                              explains=tuple(explains), prognosis=prognosis))
         return fn
 
     return wrap
@@ -163,10 +167,37 @@ def run_checks(ev: Evidence, needing: str | None = None
     return findings, passed, skipped
 
 
+def settle_prognoses(ev: Evidence, findings: list[Finding]) -> None:
+    """A prognosis (an error predicted from the model's shape) that training did not bear out
+    becomes a warning: when the training probe ran and none of the symptoms the check says its
+    finding causes is in the report, the model trained despite it. The finding stays (the shape
+    is still wasteful and its fix is still tried by ``--verify``), with what was seen in its
+    evidence. Without a training probe (budget "static") the prediction stands as an error."""
+    trained = ev.probes.get("train")
+    if not trained or (isinstance(trained, dict) and trained.get("skipped")):
+        return
+    present = {f.code for f in findings}
+    for check in load_all():
+        if not check.prognosis:
+            continue
+        seen = sorted(c for c in check.explains if c in present)
+        for f in findings:
+            if f.code != check.code or f.severity != "error":
+                continue
+            f.evidence["symptoms_in_training"] = seen
+            if seen:
+                continue
+            f.severity = "warning"
+            f.explanation += (" In the training probe, though, this model showed none of those "
+                              "symptoms (" + ", ".join(check.explains[:4]) + ", ...): it trains "
+                              "despite this layer, so it is a warning here, not the cause of a "
+                              "failure.")
+
+
 def snippet(ev: Evidence, keras: str, torch: str) -> str:
     """The fix code for the user's framework."""
     return keras if ev.framework == "keras" else torch
 
 
-__all__ = ["register", "run_checks", "load_all", "snippet", "Finding", "Fix", "Passed",
+__all__ = ["register", "run_checks", "settle_prognoses", "load_all", "snippet", "Finding", "Fix", "Passed",
            "Skipped", "Evidence", "REGISTRY"]

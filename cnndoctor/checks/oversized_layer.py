@@ -33,7 +33,11 @@ def _spatial_out(layer):
 @register(CODE, "model",
           explains=("dead-relu", "no-learning", "loss-plateau", "vanishing-gradient",
                     "cannot-overfit-batch", "seed-instability", "overfitting",
-                    "prediction-collapse",))
+                    "prediction-collapse",),
+          # the whole-map convolution failed in case 3's lane model, but the thread's MNIST
+          # variant trains in Keras 3 (97.2% over 3 seeds, benchmarks/case3_reference.py): the
+          # error stands only where training shows the failure
+          prognosis=True)
 def check(ev):
     graph = ev.graph
     total = graph.total_params or 1
