@@ -198,6 +198,9 @@ def run_trial(trial: Trial, seed: int, steps: int, max_seconds: float) -> dict:
             # that fits its data reads 25% held out with them. Re-estimated on training images,
             # the copy is measured on what its weights learned, the same for every trial.
             rt.reestimate_batchnorm(model, rt.take(x, np.arange(min(len(x), BN_SAMPLES))))
+    elif trial.reestimate_batchnorm:
+        x = fwd(trial.x_train)
+        rt.reestimate_batchnorm(model, rt.take(x, _subset(len(x), BN_SAMPLES)))
     xt = fwd(trial.x_target)
     if trial.target == "evaluation" and trial.eval_transform is not None:
         xt = trial.eval_transform(trial.x_target)  # the evaluation pipeline replaces the input

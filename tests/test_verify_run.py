@@ -40,3 +40,17 @@ def test_eval_mode_fix_is_measured_on_the_trained_weights(tmp_path):
     assert v["after"]["mean"] > v["before"]["mean"]
     assert v["verdict"] in ("verified", "inconclusive")
     assert "training images" in v["measured_on"]
+
+
+def test_stale_batchnorm_in_a_keras_script_is_named_above_the_collapse_and_verified(tmp_path):
+    """examples/keras_bn_few_steps.py scores 7% on held-out digits after 160 steps: the cause is
+    batch norm's statistics, ranked first, and re-estimating them is verified on the weights."""
+    text, data = _run("examples/keras_bn_few_steps.py", tmp_path)
+    first = data["findings"][0]
+    assert first["code"] == "stale-batchnorm" and first["severity"] == "error"
+    v = first["verified"]
+    assert v["fix"] == "reestimate-batchnorm" and v["verdict"] == "verified"
+    assert v["before"]["mean"] < 0.3 and v["after"]["mean"] - v["before"]["mean"] > 0.3
+    collapse = _finding(data, "prediction-collapse")
+    assert "stale-batchnorm" in collapse["explained_by"]
+    assert "VERIFIED (reestimate-batchnorm)" in text

@@ -58,6 +58,9 @@ class Trial:
     reset_grads: bool = True  # False: the user's loop never calls zero_grad()
     eval_mode: bool = True  # False: evaluated with dropout / batch norm in training mode
     retrain: bool = True  # False: measure the user's trained weights (evaluation fixes)
+    #: with ``retrain=False``: batch norm's running statistics re-estimated on training images
+    #: before measuring (a retrained copy always gets this: verify.run_trial)
+    reestimate_batchnorm: bool = False
     #: what is measured: "validation" (held-out data), "evaluation" (the user's evaluation inputs,
     #: through their evaluation path) or "reference" (real-world samples)
     target: str = "validation"

@@ -23,7 +23,7 @@ TRAINING_BUDGETS = ("quick", "standard", "thorough")
 # Probe modules under cnndoctor.probes, in the order they run. Data statistics first; modules
 # that a later capability adds are imported when present.
 MODULES = ["datastats", "samples"]
-OPTIONAL_MODULES = ["training", "evaluation", "robustness"]
+OPTIONAL_MODULES = ["training", "evaluation", "batchnorm", "robustness"]
 
 
 @dataclass
