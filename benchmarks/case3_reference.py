@@ -27,24 +27,6 @@ from cnndoctor.frameworks.keras import surgery  # noqa: E402
 from cnndoctor.verify import Trial  # noqa: E402
 
 
-def _dense_mnist_model():
-    """The Keras MNIST example's head on the stand-in's trunk: Flatten and Dense(128)."""
-    import keras
-    from keras import layers
-
-    return keras.Sequential([
-        keras.Input(shape=(28, 28, 1)),
-        layers.Conv2D(32, (3, 3), activation="relu", padding="same"),
-        layers.Conv2D(64, (3, 3), activation="relu", padding="same"),
-        layers.MaxPooling2D(pool_size=(2, 2)),
-        layers.Dropout(0.25),
-        layers.Flatten(),
-        layers.Dense(lane_head.MNIST_FILTERS, activation="relu"),
-        layers.Dropout(0.5),
-        layers.Dense(10, activation="softmax"),
-    ], name="mnist_dense")
-
-
 def _arms(which: str):
     """(train, val, optimizer factory, batch size, {head name: model})."""
     import keras
@@ -59,7 +41,7 @@ def _arms(which: str):
     else:
         setup = lane_head._mnist_setup(0, healthy=False)
         giant = setup.model
-        dense = _dense_mnist_model()
+        dense = lane_head._dense_mnist_model()
         opt = lambda: keras.optimizers.Adadelta(learning_rate=1.0)  # noqa: E731
         layer = next(lay.name for lay in giant.layers
                      if getattr(lay, "kernel_size", None) == (14, 14))

@@ -84,21 +84,42 @@ def _giant_lane_model(shape):
     ], name="lane_fcn")
 
 
+def _mnist_trunk() -> list:
+    """The Keras MNIST example's convolutions, pooling and dropout, shared by both its heads."""
+    import keras
+    from keras import layers
+
+    return [keras.Input(shape=(28, 28, 1)),
+            layers.Conv2D(32, (3, 3), activation="relu", padding="same"),
+            layers.Conv2D(64, (3, 3), activation="relu", padding="same"),
+            layers.MaxPooling2D(pool_size=(2, 2)),
+            layers.Dropout(0.25)]
+
+
 def _giant_mnist_model():
     import keras
     from keras import layers
 
-    return keras.Sequential([
-        keras.Input(shape=(28, 28, 1)),
-        layers.Conv2D(32, (3, 3), activation="relu", padding="same"),
-        layers.Conv2D(64, (3, 3), activation="relu", padding="same"),
-        layers.MaxPooling2D(pool_size=(2, 2)),
-        layers.Dropout(0.25),
+    return keras.Sequential(_mnist_trunk() + [
         layers.Conv2D(MNIST_FILTERS, (14, 14), activation="relu", padding="valid"),
         layers.Dropout(0.5),
         layers.Conv2D(MNIST_CLASSES, (1, 1), activation="softmax"),
         layers.Flatten(),
     ], name="mnist_fcn")
+
+
+def _dense_mnist_model():
+    """The Keras MNIST example as written (the reference of benchmarks/case3_reference.py):
+    Flatten and Dense(128) where the answer put the 14x14 convolution."""
+    import keras
+    from keras import layers
+
+    return keras.Sequential(_mnist_trunk() + [
+        layers.Flatten(),
+        layers.Dense(MNIST_FILTERS, activation="relu"),
+        layers.Dropout(0.5),
+        layers.Dense(MNIST_CLASSES, activation="softmax"),
+    ], name="mnist_dense")
 
 
 def _gap_model(shape, classes: int):
