@@ -70,7 +70,8 @@ def cmd_demo(args) -> int:
     all_cases = case_registry.all_cases()
     if args.list:
         for c in all_cases:
-            print(f"{c.id:34} {c.variant:8} {c.title}")
+            note = "" if c.reproduces else "  (as reported; trains here: see its story)"
+            print(f"{c.id:34} {c.variant:8} {c.title}{note}")
         return 0
     chosen = []
     for name in args.cases or []:
