@@ -105,6 +105,26 @@ def test_channels_first_data_for_a_keras_model(mnist_small):
     assert "transpose" in f.fix.code
 
 
+def test_probes_that_cannot_feed_a_mislaid_batch_say_why(mnist_small):
+    """Channels-last digits for a torch model at quick: the probes cannot run the model at all;
+    each says it is the layout (not a RuntimeError), and channel-layout is the first error."""
+    import torch
+    from torch import nn
+
+    (x, y), _ = mnist_small
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+    report = cnndoctor.diagnose(model, train=(x[:200], y[:200]), loss=nn.CrossEntropyLoss(),
+                                optimizer=torch.optim.Adam(model.parameters()), budget="quick")
+    assert report.findings[0].code == "channel-layout", report.codes
+    reasons = [s.reason for s in report.skipped if "probe" in s.reason
+               and "did not run" not in s.reason]
+    assert any("batchnorm probe could not feed the model" in r for r in reasons), reasons
+    for r in reasons:
+        assert "RuntimeError" not in r and "channel-layout" in r, r
+
+
 def test_nan_and_out_of_range_labels_are_refused_with_the_reason(mnist_small):
     (x, y), _ = mnist_small
     bad = x.copy()

@@ -91,8 +91,21 @@ def _run_one(probe: Probe, ev: Evidence, ctx: ProbeContext) -> None:
 
         if isinstance(exc, InputError):
             raise
-        ev.probes[probe.name] = {"skipped": f"the {probe.name} probe failed: "
-                                            f"{type(exc).__name__}: {exc}"}
+        reason = f"the {probe.name} probe failed: {type(exc).__name__}: {exc}"
+        layout = _layout_mismatch(ev)
+        if layout:  # the model cannot take these images at all: say why, not the traceback
+            reason = (f"the {probe.name} probe could not feed the model: {layout} (see "
+                      f"channel-layout)")
+        ev.probes[probe.name] = {"skipped": reason}
         ev.figures.setdefault("probe_errors", []).append(
             {"probe": probe.name, "traceback": traceback.format_exc(limit=8)})
     ctx.timings[f"probe:{probe.name}"] = time.perf_counter() - start
+
+
+def _layout_mismatch(ev: Evidence) -> str | None:
+    """The training images' layout where it is not the model's, in words."""
+    ds, model_format = ev.train, getattr(ev.graph, "data_format", None)
+    if ds is None or not model_format or getattr(ds, "layout", None) in (None, model_format):
+        return None
+    return (f"the training images are {ds.layout.replace('_', ' ')} and the model takes "
+            f"{model_format.replace('_', ' ')}")
