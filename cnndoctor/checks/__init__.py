@@ -5,8 +5,9 @@ plain function that reads ``Evidence`` and returns a list of ``Finding``, ``Pass
 ``Skipped`` entries. Checks never train, load or modify anything: probes gather, checks judge.
 
 Adding a check: write ``cnndoctor/checks/<name>.py`` with one ``@register``-ed function (with
-``explains=`` the symptoms it can cause, for the ranking), and add its test. Modules are found by
-walking the package; ``MODULES`` only fixes the order of the reference ones.
+``explains=`` the symptoms it can cause, for the ranking; ``prognosis=True`` where its error is a
+prediction from the model's shape that training may not bear out), and add its test. Modules are
+found by walking the package; ``MODULES`` only fixes the order of the reference ones.
 """
 from __future__ import annotations
 
@@ -189,8 +190,8 @@ def settle_prognoses(ev: Evidence, findings: list[Finding]) -> None:
                 continue
             f.severity = "warning"
             f.explanation += (" In the training probe, though, this model showed none of those "
-                              "symptoms (" + ", ".join(check.explains[:4]) + ", ...): it trains "
-                              "despite this layer, so it is a warning here, not the cause of a "
+                              "symptoms (" + ", ".join(check.explains[:4]) + ", ...): the model "
+                              "trains despite it, so here it is a warning, not the cause of a "
                               "failure.")
 
 
@@ -199,5 +200,5 @@ def snippet(ev: Evidence, keras: str, torch: str) -> str:
     return keras if ev.framework == "keras" else torch
 
 
-__all__ = ["register", "run_checks", "settle_prognoses", "load_all", "snippet", "Finding", "Fix", "Passed",
-           "Skipped", "Evidence", "REGISTRY"]
+__all__ = ["register", "run_checks", "settle_prognoses", "load_all", "snippet", "Finding", "Fix",
+           "Passed", "Skipped", "Evidence", "REGISTRY"]
