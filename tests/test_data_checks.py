@@ -61,6 +61,19 @@ def test_shuffled_labels_are_uninformative(mnist_small):
     assert max(passed["labels-uninformative"].figures["probe_accuracy"].values()) > 0.7
 
 
+def test_too_few_images_per_class_make_shuffled_labels_a_warning_not_an_error(mnist_small):
+    # 10 digits a class cannot prove labels unrelated (augmented images that do match their
+    # labels can score as low); 30 a class can.
+    (x, y), _ = mnist_small
+    for n, severity in ((100, "warning"), (300, "error")):
+        shuffled = np.random.default_rng(3).permutation(y[:n])
+        f = cnndoctor.diagnose(small_cnn(), train=(x[:n], shuffled),
+                               budget="static").get("labels-uninformative")
+        assert f is not None and f.severity == severity, (n, f)
+        assert f.evidence["images_per_class"] == n / 10
+        assert ("too few images per class" in f.explanation) == (severity == "warning")
+
+
 def test_too_few_images_skip_the_label_probe():
     x = np.zeros((6, 3, 3, 1), np.float32)
     x[np.arange(6), np.arange(6) % 3] = 1.0
