@@ -466,3 +466,37 @@ def test_a_failure_inside_cnndoctor_is_one_line_with_the_details_in_the_cache(us
     assert last == (f"cnndoctor: cnndoctor failed while diagnosing (RuntimeError: a bug of "
                     f"cnndoctor's); please report it with the details in {saved}")
     assert "Traceback (most recent call last)" in saved.read_text()  # for the bug report
+
+
+# ---- repeatable runs: the scripts' random generators are seeded ------------------------------
+UNSEEDED = """\
+import random
+import numpy as np
+import torch
+from torch import nn
+perm = np.random.permutation(10)  # the shuffle of a script that never seeds
+model = nn.Linear(4, 2)  # initial weights from torch's global generator
+print("draws", random.random(), perm.tolist(), float(model.weight.detach().sum()))
+"""
+
+
+def _draws(session, capsys, script, seed):
+    session.seed = seed
+    session.run([script])
+    assert session.scripts[0].status == "ok", session.scripts[0].error
+    return next(line for line in capsys.readouterr().out.splitlines() if line.startswith("draws"))
+
+
+def test_an_unseeded_script_draws_the_same_under_every_run(user, capsys):
+    script = write(user, "train.py", UNSEEDED)
+    first, second = Session(), Session()
+    a, b = _draws(first, capsys, script, 0), _draws(second, capsys, script, 0)
+    assert a == b  # the same shuffle, the same initial weights: the same model to diagnose
+    assert any("seeded with 0 before each script" in n for n in first.notes), first.notes
+    assert _draws(Session(), capsys, script, 1) != a  # --seed 1: other draws
+    unseeded = [_draws(Session(), capsys, script, None) for _ in range(2)]
+    assert unseeded[0] != unseeded[1]  # seed=None leaves the interpreter's own seeding
+    # a script that seeds itself keeps its own seed, whatever the run's seed
+    own = write(user, "own.py", "import random, numpy as np, torch\n"
+                "random.seed(7); np.random.seed(7); torch.manual_seed(7)\n" + UNSEEDED)
+    assert _draws(Session(), capsys, own, 0) == _draws(Session(), capsys, own, 1)

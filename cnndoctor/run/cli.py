@@ -36,7 +36,8 @@ def _options(parser: argparse.ArgumentParser) -> None:
                         help="also write the report as one self-contained HTML page to PATH")
     parser.add_argument("--budget", choices=BUDGETS, default="standard",
                         help="how much the probes may train (default: standard)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the probes (default: 0)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the probes and of the scripts' random generators, set before each "
+                             "script so that a run is repeatable (default: 0)")
     parser.add_argument("--verbose", action="store_true", help="show passed and skipped checks")
     parser.add_argument("--verify", action="store_true",
                         help="apply each suggested fix to a copy, retrain it over seeds and "
@@ -141,7 +142,7 @@ def command(args) -> int:
     except InputError as exc:
         return _fail(f"error: {exc}")
 
-    session = Session(cache_dir=opts.cache_dir)
+    session = Session(cache_dir=opts.cache_dir, seed=opts.seed)
     names = " ".join(os.path.basename(p) for p in opts.scripts)
     limit = f" (each stopped after {opts.timeout:g} s)" if opts.timeout else ""
     print(f"cnndoctor: running {names} with instrumentation{limit}", file=sys.stderr, flush=True)

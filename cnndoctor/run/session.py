@@ -79,6 +79,9 @@ class ScriptResult:
 class Session:
     stream_progress: Callable[[str], None] | None = None
     cache_dir: str | None = None  # where training records go (None: cache.directory())
+    #: The global random generators are seeded with this before each script (None: left as the
+    #: interpreter seeded them), so that the same scripts give the same diagnosis (``seeding``).
+    seed: int | None = 0
     records: list[ModelRecord] = field(default_factory=list)
     scripts: list[ScriptResult] = field(default_factory=list)
     saved: dict[str, ModelRecord] = field(default_factory=dict)  # abs path -> record
@@ -132,6 +135,15 @@ class Session:
         sys.argv = [path] + list(result.args)
         sys.path.insert(0, os.path.dirname(full))
         stopper = self._stopper
+        if self.seed is not None:
+            from .seeding import seed_generators
+
+            seeded = seed_generators(self.seed)
+            if not any(n.startswith("the random generators of") for n in self.notes):
+                self.notes.append(
+                    f"the random generators of {', '.join(seeded)} were seeded with {self.seed} "
+                    f"before each script (--seed N for another), so that the same scripts give "
+                    f"the same diagnosis; a script that sets its own seeds keeps them")
         start = time.perf_counter()
         outcome: BaseException | None = None
         self.active = True
