@@ -186,11 +186,16 @@ def test_the_users_model_and_optimizer_are_unchanged_by_verification(case2_verif
                for v, o in zip(setup.model.optimizer.variables, opt_vars))
 
 
-def test_a_fix_that_cannot_help_is_reported_not_verified():
+def test_a_fix_that_cannot_help_is_reported_not_verified(monkeypatch):
     """Class balancing on data whose classes are already balanced cannot help."""
+    from cnndoctor import verify
     from cnndoctor.evidence import Evidence
     from cnndoctor.probes import ProbeContext
     from cnndoctor.verify import verify_findings
+
+    # Equal weights leave the fixed copy training as the original does, so 300 steps (the CNN at
+    # ~90% on these digits) show it as well as quick's 1,000, in a third of the time.
+    monkeypatch.setitem(verify.VERIFY_STEPS, "quick", 300)
 
     x, y = _mnist(2000)
     model = _keras_cnn(1e-3, "adam")
