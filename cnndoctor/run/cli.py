@@ -36,8 +36,9 @@ def _options(parser: argparse.ArgumentParser) -> None:
                         help="also write the report as one self-contained HTML page to PATH")
     parser.add_argument("--budget", choices=BUDGETS, default="standard",
                         help="how much the probes may train (default: standard)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the probes and of the scripts' random generators, set before each "
-                             "script so that a run is repeatable (default: 0)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the probes and of the scripts' random generators, set "
+                             "before each script so that a run is repeatable (default: 0)")
     parser.add_argument("--verbose", action="store_true", help="show passed and skipped checks")
     parser.add_argument("--verify", action="store_true",
                         help="apply each suggested fix to a copy, retrain it over seeds and "

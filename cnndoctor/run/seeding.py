@@ -5,8 +5,8 @@ A script that never seeds draws its initial weights, its shuffles and its augmen
 generators that Python and NumPy seed from the operating system at start-up: two plain runs train
 two different models. Under ``cnndoctor run`` that made the diagnosis of one unmodified script
 change from run to run (the seed-002 lane script: 170 of 256 units of its giant convolution dead
-in one run, under the 50% warning line in another; the seed-003 CIFAR script: the label probe at
-p = 7e-6 in one run and above 0.05 in another). So before each script, as a fresh interpreter
+in one run, no dead-unit warning and exit 0 instead of 1 in another; the seed-003 CIFAR script:
+its label probe at p = 7e-6 in one run and an error, p >= 0.05, in another). So before each script, as a fresh interpreter
 would start it, Python's, NumPy's, torch's and (once imported) Keras' global generators are seeded
 with the run's seed. A script that seeds its own generators keeps its seeds: it sets them after.
 """
